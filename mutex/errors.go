@@ -1,0 +1,66 @@
+package mutex
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrNotObtained reports that a lock could not be acquired: a key was held
+	// by another owner when TryLock tried, or a Lock's context ended first.
+	ErrNotObtained = errors.New("mutex: not obtained")
+
+	// ErrNotHeld reports that a lease no longer holds its keys: its validity
+	// ran out without an Extend, or another owner holds a key now.
+	ErrNotHeld = errors.New("mutex: lock not held")
+
+	// ErrReleased reports that a lease was already released with Unlock.
+	ErrReleased = errors.New("mutex: lease released")
+
+	// ErrClosed reports that the Mutex was closed.
+	ErrClosed = errors.New("mutex: closed")
+
+	// ErrInvalid is wrapped by every error about bad input: a nil client, a
+	// bad configuration or bad keys. Such errors are returned before any
+	// Redis call.
+	ErrInvalid = errors.New("mutex: invalid argument")
+)
+
+// NotObtainedError is returned when a key is held by another owner. It wraps
+// ErrNotObtained and, for a wait that ended with its context, the context's
+// error, so both errors.Is(err, ErrNotObtained) and errors.Is(err, ctx.Err())
+// hold.
+type NotObtainedError struct {
+	// Key is the key found held by another owner at the last attempt, or
+	// empty if no attempt saw one.
+	Key string
+	// RetryAfter is the remaining TTL of that key at the last attempt, a hint
+	// for when it frees up at the latest; zero if unknown.
+	RetryAfter time.Duration
+	// Cause is the context error that ended a wait, or nil.
+	Cause error
+}
+
+func (e *NotObtainedError) Error() string {
+	msg := "mutex: not obtained"
+	if e.Key != "" {
+		msg += fmt.Sprintf(": %q is held", e.Key)
+	}
+	if e.Cause != nil {
+		msg += ": " + e.Cause.Error()
+	}
+	return msg
+}
+
+// Unwrap returns ErrNotObtained and the cause, if any.
+func (e *NotObtainedError) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{ErrNotObtained, e.Cause}
+	}
+	return []error{ErrNotObtained}
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}

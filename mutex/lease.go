@@ -1,0 +1,148 @@
+package mutex
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// lease is the Lease of a Mutex. Its validity deadline is the start of the
+// acquire (or of the last successful Extend) plus the TTL minus the drift
+// allowance, on the monotonic clock; a timer ends the lease when it passes.
+type lease struct {
+	m     *Mutex
+	keys  []string
+	rkeys []string
+	token string
+	fence int64
+	value string // "<token>:<fence>", the value stored under each key
+
+	mu       sync.Mutex
+	timer    *time.Timer
+	deadline time.Time
+	done     chan struct{}
+	err      error // why the lease ended; nil while held
+	unlocked bool  // Unlock succeeded or found the keys gone
+}
+
+var _ Lease = (*lease)(nil)
+
+func (m *Mutex) newLease(keys, rkeys []string, token, fenceStr string, fence int64, start time.Time) *lease {
+	l := &lease{
+		m:     m,
+		keys:  keys,
+		rkeys: rkeys,
+		token: token,
+		fence: fence,
+		value: token + ":" + fenceStr,
+		done:  make(chan struct{}),
+	}
+	l.mu.Lock()
+	l.deadline = start.Add(m.ttl - m.drift)
+	l.timer = time.AfterFunc(time.Until(l.deadline), l.expire)
+	l.mu.Unlock()
+	return l
+}
+
+func (l *lease) Keys() []string { return append([]string(nil), l.keys...) }
+func (l *lease) Token() string  { return l.token }
+func (l *lease) Fence() int64   { return l.fence }
+
+func (l *lease) Done() <-chan struct{} { return l.done }
+
+func (l *lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Deadline returns the end of the lease's validity: the moment up to which
+// it is sure to hold its keys unless it is extended.
+func (l *lease) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+func (l *lease) expire() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil && !time.Now().Before(l.deadline) {
+		l.endLocked(fmt.Errorf("%w: validity of the lease on %q ran out", ErrNotHeld, l.keys))
+	}
+}
+
+// endLocked ends the lease with err. l.mu must be held.
+func (l *lease) endLocked(err error) {
+	if l.err != nil {
+		return
+	}
+	l.err = err
+	l.timer.Stop()
+	close(l.done)
+}
+
+// Extend resets the TTL of every key to the Mutex's TTL if the lease still
+// holds them all. It returns an error wrapping ErrNotHeld, without a Redis
+// call, once the lease has ended by expiry or loss; ErrReleased after Unlock;
+// an error wrapping ErrNotHeld (and ends the lease) when another owner holds
+// a key; and the Redis error, leaving the lease as it was, if Redis fails.
+func (l *lease) Extend(ctx context.Context) error {
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("mutex: extend: %w", err)
+	}
+	start := time.Now()
+	idx, err := extendScript.Run(ctx, l.m.client, l.rkeys, l.value, l.m.ttlMS).Int64()
+	if err != nil {
+		return fmt.Errorf("mutex: extend: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if idx != 0 {
+		err := fmt.Errorf("%w: %q is no longer held by this lease", ErrNotHeld, l.keys[idx-1])
+		l.endLocked(err)
+		return fmt.Errorf("mutex: extend: %w", err)
+	}
+	if l.err != nil {
+		// The validity ran out while the call was in flight.
+		return fmt.Errorf("mutex: extend: %w", l.err)
+	}
+	l.deadline = start.Add(l.m.ttl - l.m.drift)
+	l.timer.Reset(time.Until(l.deadline))
+	return nil
+}
+
+// Unlock releases the keys the lease still holds; keys taken by another
+// owner are left alone. It returns nil when every key was released while the
+// lease was valid, ErrReleased (without a Redis call) after an earlier
+// Unlock, an error wrapping ErrNotHeld when the validity had run out or a key
+// was no longer held, and the Redis error if Redis fails, in which case
+// Unlock may be called again.
+func (l *lease) Unlock(ctx context.Context) error {
+	l.mu.Lock()
+	if l.unlocked {
+		l.mu.Unlock()
+		return fmt.Errorf("mutex: unlock: %w", ErrReleased)
+	}
+	l.mu.Unlock()
+	n, err := releaseScript.Run(ctx, l.m.client, l.rkeys, l.value, l.fence).Int()
+	if err != nil {
+		return fmt.Errorf("mutex: unlock: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unlocked {
+		return fmt.Errorf("mutex: unlock: %w", ErrReleased)
+	}
+	l.unlocked = true
+	if l.err != nil {
+		return fmt.Errorf("mutex: unlock: %w", l.err)
+	}
+	if n != len(l.rkeys) {
+		l.endLocked(fmt.Errorf("%w: %d of %d keys were no longer held by this lease", ErrNotHeld, len(l.rkeys)-n, len(l.rkeys)))
+		return fmt.Errorf("mutex: unlock: %w", l.err)
+	}
+	l.endLocked(ErrReleased)
+	return nil
+}

@@ -1,0 +1,23 @@
+-- Release the lock keys in KEYS that still hold ARGV[1] ("<token>:<fence>")
+-- and announce each release on the channel named like the key.
+-- ARGV[2]: the lease's fence in microseconds.
+-- Returns the number of keys released.
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    redis.call('PUBLISH', KEYS[i], '')
+    n = n + 1
+  end
+end
+if n > 0 then
+  -- Fences are server microseconds. A grant that follows this release must
+  -- see a later microsecond than this lease's fence, so wait for the clock
+  -- to pass it (it almost always has already).
+  local fence = tonumber(ARGV[2])
+  for _ = 1, 1000 do
+    local t = redis.call('TIME')
+    if tonumber(t[1]) * 1000000 + tonumber(t[2]) > fence then break end
+  end
+end
+return n
