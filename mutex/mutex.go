@@ -191,6 +191,9 @@ func (m *Mutex) TryLock(ctx context.Context, keys ...string) (Lease, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := m.checkReentrant(ctx, keys); err != nil {
+		return nil, err
+	}
 	if err := m.checkOpen(); err != nil {
 		return nil, err
 	}
@@ -216,6 +219,9 @@ func (m *Mutex) TryLock(ctx context.Context, keys ...string) (Lease, error) {
 func (m *Mutex) Lock(ctx context.Context, keys ...string) (Lease, error) {
 	rkeys, err := m.checkKeys(keys)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.checkReentrant(ctx, keys); err != nil {
 		return nil, err
 	}
 	return m.wait(ctx, keys, rkeys)
