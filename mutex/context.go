@@ -71,20 +71,10 @@ type Unwrapper interface {
 	Unwrap() Lease
 }
 
-// ownLease returns the lease of m behind lease's decorators, or nil.
+// ownLease returns the lease of m behind l's decorators, or nil.
 func (m *Mutex) ownLease(l Lease) *lease {
-	for l != nil {
-		if own, ok := l.(*lease); ok {
-			if own.m == m {
-				return own
-			}
-			return nil
-		}
-		u, ok := l.(Unwrapper)
-		if !ok {
-			return nil
-		}
-		l = u.Unwrap()
+	if own := coreLease(l); own != nil && own.m == m {
+		return own
 	}
 	return nil
 }

@@ -94,6 +94,11 @@ func (l *lease) Extend(ctx context.Context) error {
 	}
 	start := time.Now()
 	idx, err := extendScript.Run(ctx, l.m.client, l.rkeys, l.value, l.m.ttlMS).Int64()
+	return l.extended(start, idx, err)
+}
+
+// extended applies the outcome of the extend script started at start.
+func (l *lease) extended(start time.Time, idx int64, err error) error {
 	if err != nil {
 		return fmt.Errorf("mutex: extend: %w", err)
 	}

@@ -1,0 +1,73 @@
+package mutex
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ExtendMany extends many leases at once and returns one error per lease, in
+// order, with the meaning of Lease.Extend. Leases of Mutexes that share a
+// Redis client are extended in one pipeline, one round trip for all of them;
+// other leases (decorated leases are looked through with Unwrapper) are
+// extended one by one.
+func ExtendMany(ctx context.Context, leases ...Lease) []error {
+	errs := make([]error, len(leases))
+	type item struct {
+		i int
+		l *lease
+	}
+	groups := make(map[redis.UniversalClient][]item)
+	for i, x := range leases {
+		l := coreLease(x)
+		if l == nil {
+			errs[i] = x.Extend(ctx)
+			continue
+		}
+		if err := l.Err(); err != nil {
+			errs[i] = l.Extend(ctx) // reports the end without a Redis call
+			continue
+		}
+		groups[l.m.client] = append(groups[l.m.client], item{i, l})
+	}
+	for client, items := range groups {
+		if len(items) == 1 {
+			errs[items[0].i] = items[0].l.Extend(ctx)
+			continue
+		}
+		start := time.Now()
+		pipe := client.Pipeline()
+		cmds := make([]*redis.Cmd, len(items))
+		for j, it := range items {
+			cmds[j] = extendScript.EvalSha(ctx, pipe, it.l.rkeys, it.l.value, it.l.m.ttlMS)
+		}
+		_, _ = pipe.Exec(ctx)
+		for j, it := range items {
+			idx, err := cmds[j].Int64()
+			if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+				// The script cache was flushed: Run loads it again.
+				errs[it.i] = it.l.Extend(ctx)
+				continue
+			}
+			errs[it.i] = it.l.extended(start, idx, err)
+		}
+	}
+	return errs
+}
+
+// coreLease returns the *lease behind a lease's decorators, or nil.
+func coreLease(x Lease) *lease {
+	for x != nil {
+		if l, ok := x.(*lease); ok {
+			return l
+		}
+		u, ok := x.(Unwrapper)
+		if !ok {
+			return nil
+		}
+		x = u.Unwrap()
+	}
+	return nil
+}
