@@ -1,0 +1,49 @@
+package mutex_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/mutex"
+)
+
+// newMutex returns a Mutex on its own client of srv, closed at cleanup.
+func newMutex(t testing.TB, srv *redistest.Server, cfg mutex.Config) *mutex.Mutex {
+	t.Helper()
+	m, err := mutex.New(srv.Client(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// prefix returns a key prefix unique to the test.
+func prefix(t testing.TB) string {
+	return "t:" + strings.NewReplacer("/", ":", " ", "_").Replace(t.Name())
+}
+
+// keysLeft returns the Redis keys that start with p.
+func keysLeft(t testing.TB, c *redis.Client, p string) []string {
+	t.Helper()
+	keys, err := c.Keys(context.Background(), p+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+func must[T any](t testing.TB) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(fmt.Errorf("unexpected error: %w", err))
+		}
+		return v
+	}
+}
