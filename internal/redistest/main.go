@@ -25,11 +25,30 @@ var shared struct {
 // not running, it is started again on the same port.
 func Shared(t testing.TB) *Server {
 	t.Helper()
+	s, err := sharedServer()
+	if err != nil {
+		t.Fatal(err.Error())
+	}
+	return s
+}
+
+// SharedAddr returns the address of the shared server, starting it if
+// needed, for code without a testing.TB such as Example functions. It panics
+// with the reason if the server cannot be started.
+func SharedAddr() string {
+	s, err := sharedServer()
+	if err != nil {
+		panic(err.Error())
+	}
+	return s.Addr()
+}
+
+func sharedServer() (*Server, error) {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if s := shared.server; s != nil {
 		if s.running() {
-			return s
+			return s, nil
 		}
 		s.mu.Lock()
 		err := s.stopLocked()
@@ -38,28 +57,28 @@ func Shared(t testing.TB) *Server {
 		}
 		s.mu.Unlock()
 		if err != nil {
-			t.Fatal(err.Error())
+			return nil, err
 		}
-		return s
+		return s, nil
 	}
 	bin, err := Binary()
 	if err != nil {
-		t.Fatal(err.Error())
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "redistest-shared-")
 	if err != nil {
-		t.Fatalf("redistest: %v", err)
+		return nil, fmt.Errorf("redistest: %w", err)
 	}
 	s, err := newServer(bin, dir, nil)
 	if err != nil {
 		_ = os.RemoveAll(dir)
-		t.Fatal(err.Error())
+		return nil, err
 	}
 	shared.server = s
 	shared.stops = append(shared.stops, func() error {
 		return errors.Join(s.stop(), os.RemoveAll(dir))
 	})
-	return s
+	return s, nil
 }
 
 // stopShared stops every shared server and removes its directory.
