@@ -1,0 +1,108 @@
+// Package mutex provides distributed locks on Redis.
+//
+// A [Mutex] grants [Lease]s on one or more keys. Lock waits for the keys,
+// TryLock makes one attempt, and Check reports whether keys are held:
+//
+//	m, err := mutex.New(client, mutex.Config{TTL: 10 * time.Second})
+//	...
+//	lease, err := m.Lock(ctx, "invoice:42")
+//	if err != nil { ... }
+//	defer lease.Unlock(ctx)
+//	// Pass lease.Fence() to the storage you protect.
+//
+// # Leases
+//
+// A lease holds its keys for the Mutex's TTL from the start of the acquire
+// attempt. Extend resets the TTL; Unlock releases the keys. Both compare the
+// lease's random owner token (128 bits from crypto/rand) atomically in Lua, so
+// a lease that expired can never extend or release a lock that another owner
+// has taken since. Done is closed when the lease ends: after Unlock, after an
+// Extend found a key taken, or when the validity deadline passes without an
+// Extend. The validity deadline is the start of the attempt that granted (or
+// last extended) the lease plus the TTL minus a drift allowance of 1% of the
+// TTL plus 2ms, measured on the local monotonic clock, so Done closes before
+// Redis can expire the keys. Err tells why the lease ended: ErrReleased after
+// Unlock, an error wrapping ErrNotHeld when it was lost or ran out.
+//
+// The middleware package adds automatic extension and retries, and WithLock
+// runs a function under a lease that is extended while it runs.
+//
+// # Waiting
+//
+// Lock does not poll. A release announces itself on a Redis pub/sub channel
+// named like the key; each Mutex holds one pub/sub connection shared by all its
+// waiters, subscribed to a key's channel while someone waits for it. The
+// goroutines of one Mutex that wait for a key queue locally in arrival order,
+// and only the head of the queue tries Redis, so a release costs one attempt
+// per waiting Mutex, however many goroutines wait. A lost announcement never
+// strands a waiter: the head re-checks when the holder's TTL runs out.
+//
+// A wait that ends with its context returns a *NotObtainedError for which
+// both errors.Is(err, ErrNotObtained) and errors.Is(err, ctx.Err()) hold. If
+// the context ends while an acquire is in flight, the outcome is unknown: the
+// Mutex then releases the keys in the background with the attempt's token, so
+// a lost reply does not leave them held until the TTL.
+//
+// # Multiple keys
+//
+// Lock(ctx, "a", "b", "c") holds all three keys or none: one script checks
+// and takes them, so a failed attempt leaves none held. On Redis Cluster all
+// keys of one call must live in one hash slot.
+//
+// # Fencing tokens
+//
+// A lease is no proof of exclusion by itself: a process paused past its
+// validity may still act. Fence returns a number to hand to the protected
+// resource, which should reject any write whose fence is lower than one it
+// has already seen.
+//
+// The fence is the Redis server's clock (TIME) in microseconds at the grant,
+// taken in the same script that grants, so it costs no stored state: nothing
+// is left in Redis once a lock is released. Fences of one key strictly
+// increase across every grant on one Redis server (after Unlock, the release
+// script waits until the server's clock has passed the released fence, which
+// almost always it already has; after expiry, at least the TTL has passed),
+// provided that:
+//
+//   - the server's wall clock never steps backwards (slewing time sync such as
+//     chrony or ntpd in slew mode keeps this; a clock stepped back by d can
+//     repeat fences granted within the last d);
+//   - after a failover, the promoted replica's clock is not behind the old
+//     primary's by more than the time the failover took;
+//   - the keys are not lost while held (see below): a lost key breaks mutual
+//     exclusion, not fence order, since fences do not depend on stored state.
+//
+// A multi-key lease has one fence, greater than the fences of all earlier
+// grants of each of its keys.
+//
+// # Safety conditions
+//
+// Mutual exclusion holds while Redis keeps its data: Redis must run with
+// maxmemory-policy noeviction (or with the lock keys out of reach of
+// eviction), and a server restarted without persistence, or a replica
+// promoted before it received a grant, forgets the locks it held. Leases
+// assume the local clock rate is close to the server's (the drift allowance
+// covers 1%).
+//
+// # Keys
+//
+// A key is a non-empty string of at most MaxKeyLen (512) bytes; a call takes
+// at most MaxKeys (256) distinct keys. The Redis key for key k is
+// "<prefix>:{<k escaped>}", where the escaping percent-encodes '%', '{', '}',
+// ':' and every byte outside printable ASCII, so no two keys collide and the
+// whole key is the Redis Cluster hash tag. The same name is used as the
+// key's pub/sub channel. No other keys are stored.
+//
+// # Errors
+//
+// Bad input (a nil client, a bad Config, no keys, an empty, oversized or
+// repeated key) gets an error wrapping ErrInvalid before any Redis call.
+// Contention gives ErrNotObtained, a lease that is gone ErrNotHeld or
+// ErrReleased, a closed Mutex ErrClosed, locking a key that the context
+// already holds ErrReentrant; every other error comes from Redis. The
+// acquire, release and extend scripts are loaded again transparently when
+// the server's script cache is flushed or the server restarts.
+//
+// Requires Redis 6.2 or later (or a compatible server that runs Lua scripts
+// and pub/sub).
+package mutex
