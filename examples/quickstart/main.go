@@ -1,0 +1,83 @@
+// Command quickstart locks a key, extends the lease and unlocks it.
+//
+// It connects to REDIS_URL when set (for example redis://localhost:6379/0)
+// and otherwise to an embedded in-memory Redis, so it runs anywhere:
+//
+//	go run ./examples/quickstart
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/distlock/distlock/mutex"
+)
+
+func main() {
+	opts, stop, err := redisOptions(os.Getenv("REDIS_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stop()
+	if err := run(context.Background(), opts, os.Stdout); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// redisOptions parses url, or starts an embedded Redis when url is empty.
+func redisOptions(url string) (*redis.Options, func(), error) {
+	if url != "" {
+		opts, err := redis.ParseURL(url)
+		return opts, func() {}, err
+	}
+	mr, err := miniredis.Run()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &redis.Options{Addr: mr.Addr()}, mr.Close, nil
+}
+
+func run(ctx context.Context, opts *redis.Options, out io.Writer) error {
+	client := redis.NewClient(opts)
+	defer client.Close()
+
+	m, err := mutex.New(client, mutex.Config{Prefix: "quickstart", TTL: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	lease, err := m.Lock(ctx, "report:2026")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "locked %v (fence %d)\n", lease.Keys(), lease.Fence())
+
+	// Another worker cannot take the key while we hold it.
+	if _, err := m.TryLock(ctx, "report:2026"); err != nil {
+		fmt.Fprintf(out, "second attempt: %v\n", err)
+	}
+
+	// Long work keeps the lease alive with Extend.
+	if err := lease.Extend(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "extended")
+
+	if err := lease.Unlock(ctx); err != nil {
+		return err
+	}
+	status, err := m.Check(ctx, "report:2026")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "unlocked, key is now %v\n", status)
+	return nil
+}
