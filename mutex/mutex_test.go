@@ -471,4 +471,3 @@ func TestLostReplyIsReleased(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 	assert.Equal(t, mutex.Available, must[mutex.Status](t)(newMutex(t, srv, cfg).Check(t.Context(), "k")))
 }
-
