@@ -1,0 +1,228 @@
+package otellock
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/distlock/distlock/mutex"
+)
+
+// lease decorates a lease of the inner Locker.
+type lease struct {
+	inner   mutex.Lease
+	ins     *instruments
+	caller  trace.Span        // the span current when Lock was called
+	lockSC  trace.SpanContext // the Lock or TryLock span
+	granted time.Time
+	metered bool // held was incremented: finish must record the end
+	traced  bool // a loss is reported to the caller span or a LeaseLost span
+	done    atomic.Bool
+}
+
+// The optional methods a lease may have, passed through when the inner
+// lease has them.
+type deadliner interface{ Deadline() time.Time }
+type autoExtender interface{ AutoExtended() bool }
+
+type leaseDeadline struct{ *lease }
+
+func (l leaseDeadline) Deadline() time.Time { return l.inner.(deadliner).Deadline() }
+
+type leaseAuto struct{ *lease }
+
+func (l leaseAuto) AutoExtended() bool { return l.inner.(autoExtender).AutoExtended() }
+
+type leaseDeadlineAuto struct{ *lease }
+
+func (l leaseDeadlineAuto) Deadline() time.Time { return l.inner.(deadliner).Deadline() }
+func (l leaseDeadlineAuto) AutoExtended() bool  { return l.inner.(autoExtender).AutoExtended() }
+
+var (
+	_ mutex.Lease     = (*lease)(nil)
+	_ mutex.Unwrapper = (*lease)(nil)
+	_ deadliner       = leaseDeadline{}
+	_ autoExtender    = leaseAuto{}
+	_ deadliner       = leaseDeadlineAuto{}
+	_ autoExtender    = leaseDeadlineAuto{}
+)
+
+// wrap decorates inner, granted at granted by the call that the span sc
+// recorded (recording tells whether it was).
+// If anything observes the end of the lease, a goroutine waits for
+// inner.Done(); it ends with the lease (Unlock, loss or expiry).
+func (ins *instruments) wrap(inner mutex.Lease, caller trace.Span, sc trace.SpanContext, recording bool, granted time.Time) mutex.Lease {
+	ctx := context.Background()
+	l := &lease{
+		inner:   inner,
+		ins:     ins,
+		caller:  caller,
+		lockSC:  sc,
+		granted: granted,
+		metered: ins.held.Enabled(ctx) || ins.hold.Enabled(ctx) || ins.lost.Enabled(ctx),
+		traced:  recording || caller.IsRecording(),
+	}
+	if l.metered {
+		ins.held.Add(ctx, 1)
+	}
+	if l.metered || l.traced {
+		go func() {
+			<-inner.Done()
+			l.finish()
+		}()
+	}
+	_, dl := inner.(deadliner)
+	_, ae := inner.(autoExtender)
+	switch {
+	case dl && ae:
+		return leaseDeadlineAuto{l}
+	case dl:
+		return leaseDeadline{l}
+	case ae:
+		return leaseAuto{l}
+	}
+	return l
+}
+
+// Unwrap returns the decorated lease.
+func (l *lease) Unwrap() mutex.Lease { return l.inner }
+
+func (l *lease) Keys() []string        { return l.inner.Keys() }
+func (l *lease) Token() string         { return l.inner.Token() }
+func (l *lease) Fence() int64          { return l.inner.Fence() }
+func (l *lease) Done() <-chan struct{} { return l.inner.Done() }
+func (l *lease) Err() error            { return l.inner.Err() }
+
+// Extend records a distlock.Extend span, linked to the span that obtained
+// the lease, and counts failures.
+func (l *lease) Extend(ctx context.Context) error {
+	ins := l.ins
+	ctx, span := ins.tracer.Start(ctx, spanExtend, l.spanOpts()...)
+	err := l.inner.Extend(ctx)
+	outcome := leaseOutcome(err)
+	if err != nil {
+		ins.extendFail.Add(ctx, 1, ins.extendOpts[outcome])
+	}
+	if span.IsRecording() {
+		span.SetAttributes(l.attrs(outcome)...)
+		if err != nil && outcome != OutcomeCancelled {
+			ins.recordError(span, err)
+		}
+	}
+	span.End()
+	l.finish()
+	return err
+}
+
+// Unlock records a distlock.Unlock span, linked to the span that obtained
+// the lease.
+func (l *lease) Unlock(ctx context.Context) error {
+	ins := l.ins
+	ctx, span := ins.tracer.Start(ctx, spanUnlock, l.spanOpts()...)
+	err := l.inner.Unlock(ctx)
+	outcome := leaseOutcome(err)
+	if span.IsRecording() {
+		attrs := append(l.attrs(outcome),
+			AttrHoldDuration.Float64(time.Since(l.granted).Seconds()))
+		span.SetAttributes(attrs...)
+		if err != nil && outcome != OutcomeCancelled {
+			ins.recordError(span, err)
+		}
+	}
+	span.End()
+	l.finish()
+	return err
+}
+
+func (l *lease) spanOpts() []trace.SpanStartOption {
+	if l.lockSC.IsSampled() {
+		return []trace.SpanStartOption{
+			trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithLinks(trace.Link{SpanContext: l.lockSC}),
+		}
+	}
+	return internalKind
+}
+
+var internalKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+
+func (l *lease) attrs(outcome string) []attribute.KeyValue {
+	keys := l.inner.Keys()
+	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs = append(attrs,
+		AttrOutcome.String(outcome),
+		AttrKeyCount.Int(len(keys)),
+		AttrFence.Int64(l.inner.Fence()))
+	return l.ins.appendKeys(attrs, keys)
+}
+
+// finish records the end of the lease once it has ended: the hold duration
+// and the held count, and for a loss the lost count and the loss record.
+func (l *lease) finish() {
+	err := l.inner.Err()
+	if err == nil || !l.done.CompareAndSwap(false, true) {
+		return
+	}
+	hold := time.Since(l.granted).Seconds()
+	lost := errors.Is(err, mutex.ErrNotHeld)
+	if lost && l.traced {
+		l.recordLoss(err, hold)
+	}
+	ins := l.ins
+	ctx := context.Background()
+	if l.metered {
+		ins.held.Add(ctx, -1)
+		if lost {
+			ins.hold.Record(ctx, hold, ins.holdOpts[EndLost])
+			ins.lost.Add(ctx, 1)
+		} else {
+			ins.hold.Record(ctx, hold, ins.holdOpts[EndUnlocked])
+		}
+	}
+}
+
+// recordLoss adds a distlock.lease.lost event to the caller's span if it is
+// still recording, or else records a distlock.LeaseLost span, child of the
+// span that obtained the lease.
+func (l *lease) recordLoss(err error, hold float64) {
+	ins := l.ins
+	attrs := append(l.attrs(OutcomeNotHeld),
+		AttrHoldDuration.Float64(hold),
+		AttrEnd.String(EndLost))
+	if l.caller.IsRecording() {
+		l.caller.AddEvent(eventLost, trace.WithAttributes(attrs...))
+		return
+	}
+	ctx := trace.ContextWithSpanContext(context.Background(), l.lockSC)
+	_, span := ins.tracer.Start(ctx, spanLeaseLost,
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attrs...))
+	ins.recordError(span, err)
+	span.End()
+}
+
+// recordError records err on span. Unless keys are recorded raw, the
+// message of an error of the mutex package is replaced by its sentinel's,
+// since it may quote keys.
+func (ins *instruments) recordError(span trace.Span, err error) {
+	if ins.keyMode != KeyRaw {
+		for _, s := range sentinels {
+			if errors.Is(err, s) {
+				err = s
+				break
+			}
+		}
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+}
+
+var sentinels = []error{
+	mutex.ErrInvalid, mutex.ErrReentrant, mutex.ErrClosed,
+	mutex.ErrNotHeld, mutex.ErrReleased, mutex.ErrNotObtained,
+}
