@@ -181,6 +181,10 @@ func TestDistinctNamespacesAreDistinctLocks(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, mutex.Locked, st)
 	require.NoError(t, l2.Unlock(ctx))
+
+	left, err := redistest.Shared(t).Client(t).Keys(ctx, m.Prefix()+"*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, left, "nothing stays in Redis after the unlocks")
 }
 
 func TestInvalidConfiguration(t *testing.T) {
@@ -389,6 +393,9 @@ func TestLockMutualExclusion(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	users := keyed.New[int64](m, "user")
 	counter := testPrefix(t) + ":balance:"
+	del := func() { rdb.Del(context.WithoutCancel(ctx), counter+"0", counter+"1") }
+	del()
+	t.Cleanup(del)
 
 	const workers, rounds = 4, 25
 	var wg sync.WaitGroup
