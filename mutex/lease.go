@@ -17,6 +17,7 @@ type lease struct {
 	token string
 	fence int64
 	value string // "<token>:<fence>", the value stored under each key
+	start time.Time
 
 	mu       sync.Mutex
 	timer    *time.Timer
@@ -36,6 +37,7 @@ func (m *Mutex) newLease(keys, rkeys []string, token, fenceStr string, fence int
 		token: token,
 		fence: fence,
 		value: token + ":" + fenceStr,
+		start: start,
 		done:  make(chan struct{}),
 	}
 	l.mu.Lock()
@@ -131,7 +133,7 @@ func (l *lease) Unlock(ctx context.Context) error {
 		return fmt.Errorf("mutex: unlock: %w", ErrReleased)
 	}
 	l.mu.Unlock()
-	n, err := releaseScript.Run(ctx, l.m.client, l.rkeys, l.value, l.fence).Int()
+	n, err := l.m.release(ctx, l)
 	if err != nil {
 		return fmt.Errorf("mutex: unlock: %w", err)
 	}

@@ -103,6 +103,21 @@ var (
 	//go:embed scripts/extend.lua
 	extendSrc    string
 	extendScript = redis.NewScript(extendSrc)
+	//go:embed scripts/fifo_lock.lua
+	fifoLockSrc    string
+	fifoLockScript = redis.NewScript(fifoLockSrc)
+	//go:embed scripts/fifo_claim.lua
+	fifoClaimSrc    string
+	fifoClaimScript = redis.NewScript(fifoClaimSrc)
+	//go:embed scripts/fifo_release.lua
+	fifoReleaseSrc    string
+	fifoReleaseScript = redis.NewScript(fifoReleaseSrc)
+	//go:embed scripts/fifo_refresh.lua
+	fifoRefreshSrc    string
+	fifoRefreshScript = redis.NewScript(fifoRefreshSrc)
+	//go:embed scripts/fifo_leave.lua
+	fifoLeaveSrc    string
+	fifoLeaveScript = redis.NewScript(fifoLeaveSrc)
 	//go:embed scripts/release_token.lua
 	releaseTokenSrc    string
 	releaseTokenScript = redis.NewScript(releaseTokenSrc)
@@ -116,12 +131,17 @@ type Mutex struct {
 	ttl    time.Duration
 	ttlMS  string
 	drift  time.Duration
+	fifo   bool
 
 	mu     sync.Mutex
 	queues map[string]*keyQueue // by Redis key; a queue exists while it has waiters
 	sub    *subscriber          // started with the first queue
-	closed bool
-	bg     sync.WaitGroup // background releases of unknown outcomes
+	tokens map[string]*waiter   // FIFO waiters by token
+	// renewing tells whether the FIFO deadline renewal loop runs.
+	renewing bool
+	stop     chan struct{} // closed by Close
+	closed   bool
+	bg       sync.WaitGroup // background releases of unknown outcomes
 }
 
 var _ Locker = (*Mutex)(nil)
@@ -154,10 +174,10 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		return nil, invalidf("TTL %v shorter than %v", ttl, MinTTL)
 	}
 	ttl = ttl.Truncate(time.Millisecond)
-	if cfg.FIFO {
-		return nil, invalidf("FIFO mode is not available yet")
-	}
 	return &Mutex{
+		fifo:   cfg.FIFO,
+		tokens: make(map[string]*waiter),
+		stop:   make(chan struct{}),
 		client: client,
 		prefix: prefix,
 		ttl:    ttl,
@@ -197,6 +217,16 @@ func (m *Mutex) TryLock(ctx context.Context, keys ...string) (Lease, error) {
 	if err := m.checkOpen(); err != nil {
 		return nil, err
 	}
+	if m.fifo {
+		l, blocked, err := m.fifoLock(ctx, keys, rkeys, "", true)
+		if err != nil {
+			return nil, err
+		}
+		if l == nil {
+			return nil, blocked
+		}
+		return l, nil
+	}
 	l, blocked, err := m.attempt(ctx, keys, rkeys)
 	if err != nil {
 		return nil, err
@@ -224,6 +254,9 @@ func (m *Mutex) Lock(ctx context.Context, keys ...string) (Lease, error) {
 	if err := m.checkReentrant(ctx, keys); err != nil {
 		return nil, err
 	}
+	if m.fifo {
+		return m.waitFIFO(ctx, keys, rkeys)
+	}
 	return m.wait(ctx, keys, rkeys)
 }
 
@@ -234,7 +267,12 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 	if err != nil {
 		return Available, err
 	}
-	n, err := m.client.Exists(ctx, rkeys...).Result()
+	var n int64
+	if m.fifo {
+		n, err = m.checkFIFO(ctx, rkeys)
+	} else {
+		n, err = m.client.Exists(ctx, rkeys...).Result()
+	}
 	if err != nil {
 		return Available, fmt.Errorf("mutex: check: %w", err)
 	}
@@ -257,6 +295,7 @@ func (m *Mutex) Close() error {
 		return nil
 	}
 	m.closed = true
+	close(m.stop)
 	for _, q := range m.queues {
 		for _, w := range q.waiters {
 			w.signal()
@@ -330,7 +369,11 @@ func (m *Mutex) releaseUnknown(rkeys []string, token string) {
 		ctx, cancel := context.WithTimeout(context.Background(), min(m.ttl, 5*time.Second))
 		defer cancel()
 		// The fence is unknown, so match the stored value by its token.
-		_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
+		if m.fifo {
+			_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token).Err()
+		} else {
+			_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
+		}
 	}()
 }
 

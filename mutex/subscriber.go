@@ -95,7 +95,7 @@ func (s *subscriber) read(ch <-chan any) {
 	for msg := range ch {
 		switch msg := msg.(type) {
 		case *redis.Message:
-			s.m.released(msg.Channel)
+			s.m.released(msg.Channel, msg.Payload)
 		case *redis.Subscription:
 			if msg.Kind == "subscribe" {
 				s.confirmed(msg.Channel)
@@ -123,7 +123,7 @@ func (s *subscriber) confirmed(channel string) {
 		return
 	}
 	m.mu.Unlock()
-	m.released(channel)
+	m.released(channel, "")
 }
 
 func (s *subscriber) close() error {

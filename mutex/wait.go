@@ -23,6 +23,11 @@ type waiter struct {
 	queues []*keyQueue
 	wake   chan struct{} // buffered: a pending reason to attempt
 	hint   chan time.Duration
+
+	// FIFO mode, guarded by Mutex.mu.
+	token    string // the waiter's owner token, under which it is queued
+	enqueued bool   // queued in Redis
+	renewed  bool   // its deadline was renewed at least once
 }
 
 func (w *waiter) signal() {
@@ -189,6 +194,9 @@ func (m *Mutex) enqueue(rkeys []string) (*waiter, error) {
 func (m *Mutex) dequeue(w *waiter, acquired bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if w.token != "" {
+		delete(m.tokens, w.token)
+	}
 	var gone []string
 	for _, q := range w.queues {
 		for i, x := range q.waiters {
@@ -203,7 +211,7 @@ func (m *Mutex) dequeue(w *waiter, acquired bool) {
 		}
 	}
 	for _, q := range w.queues {
-		if len(q.waiters) == 0 {
+		if len(q.waiters) == 0 || m.fifo {
 			continue
 		}
 		h := q.waiters[0]
@@ -225,11 +233,22 @@ func (m *Mutex) dequeue(w *waiter, acquired bool) {
 }
 
 // released is called for a release announcement on the channel of key, or
-// when a subscription was renewed after a reconnect. It wakes the waiter at
-// the head of the key's queue if it may try.
-func (m *Mutex) released(key string) {
+// with an empty payload when a subscription was renewed after a reconnect.
+// In FIFO mode the payload is the token of the waiter to wake. Otherwise it
+// wakes the waiter at the head of the key's local queue if it may try.
+func (m *Mutex) released(key, payload string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.fifo {
+		if w := m.tokens[payload]; w != nil {
+			w.signal()
+		} else if q := m.queues[key]; q != nil && payload == "" {
+			for _, w := range q.waiters {
+				w.signal()
+			}
+		}
+		return
+	}
 	q := m.queues[key]
 	if q == nil {
 		return

@@ -1,6 +1,7 @@
 -- Release the lock keys in KEYS that still hold ARGV[1] ("<token>:<fence>")
 -- and announce each release on the channel named like the key.
--- ARGV[2]: the lease's fence in microseconds.
+-- ARGV[2]: the lease's fence in microseconds; ARGV[3]: "1" if the lease is
+-- young enough that the server clock may not have passed its fence yet.
 -- Returns the number of keys released.
 local n = 0
 for i = 1, #KEYS do
@@ -10,7 +11,7 @@ for i = 1, #KEYS do
     n = n + 1
   end
 end
-if n > 0 then
+if n > 0 and ARGV[3] == '1' then
   -- Fences are server microseconds. A grant that follows this release must
   -- see a later microsecond than this lease's fence, so wait for the clock
   -- to pass it (it almost always has already).

@@ -1,0 +1,356 @@
+package mutex
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// FIFOLiveness bounds how long a FIFO queue entry outlives its waiter:
+	// a waiter whose process died or lost its connection is dropped from
+	// the queue at most this long after its last renewal.
+	FIFOLiveness = 1500 * time.Millisecond
+	// fifoRenewEvery is how often a Mutex renews the queue entries of its
+	// FIFO waiters, and checks that each queue with a free lock is moving.
+	fifoRenewEvery = FIFOLiveness / 3
+)
+
+var fifoLivenessMS = strconv.FormatInt(FIFOLiveness.Milliseconds(), 10)
+var fifoQueueTTLMS = strconv.FormatInt(2*FIFOLiveness.Milliseconds(), 10)
+
+// queueKey and deadlineKey name the FIFO queue of a lock key and the set of
+// its waiters' deadlines; they share the lock key's hash tag.
+func queueKey(lockKey string) string    { return lockKey + ":q" }
+func deadlineKey(lockKey string) string { return lockKey + ":d" }
+
+// fifoKeys returns the lock, queue and deadline keys of each lock key.
+func fifoKeys(rkeys []string) []string {
+	out := make([]string, 0, 3*len(rkeys))
+	for _, k := range rkeys {
+		out = append(out, k, queueKey(k), deadlineKey(k))
+	}
+	return out
+}
+
+// release runs the release script of the Mutex's mode for l.
+func (m *Mutex) release(ctx context.Context, l *lease) (int, error) {
+	// The server clock has surely passed the fence of a lease granted more
+	// than a couple of milliseconds ago; otherwise the script makes sure.
+	young := "0"
+	if time.Since(l.start) < 2*time.Millisecond {
+		young = "1"
+	}
+	if !m.fifo {
+		return releaseScript.Run(ctx, m.client, l.rkeys, l.value, l.fence, young).Int()
+	}
+	keys := make([]string, 0, 2*len(l.rkeys))
+	for _, k := range l.rkeys {
+		keys = append(keys, k, queueKey(k))
+	}
+	return fifoReleaseScript.Run(ctx, m.client, keys, l.value, l.fence, young).Int()
+}
+
+// checkFIFO counts the resources that are held or queued for.
+func (m *Mutex) checkFIFO(ctx context.Context, rkeys []string) (int64, error) {
+	pipe := m.client.Pipeline()
+	cmds := make([]*redis.IntCmd, len(rkeys))
+	for i, k := range rkeys {
+		cmds[i] = pipe.Exists(ctx, k, queueKey(k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, c := range cmds {
+		if c.Val() > 0 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// fifoLock takes the resources if nobody holds or waits for any of them;
+// otherwise, unless try is set, it queues token for each of them.
+func (m *Mutex) fifoLock(ctx context.Context, keys, rkeys []string, token string, try bool) (*lease, *NotObtainedError, error) {
+	if token == "" {
+		var err error
+		if token, err = newToken(); err != nil {
+			return nil, nil, err
+		}
+	}
+	onlyTry := "0"
+	if try {
+		onlyTry = "1"
+	}
+	start := time.Now()
+	res, err := fifoLockScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.ttlMS, fifoQueueTTLMS, onlyTry).Slice()
+	if err != nil {
+		m.leave(rkeys, token)
+		return nil, nil, fmt.Errorf("mutex: acquire: %w", err)
+	}
+	return m.grantOrBlocked(res, keys, rkeys, token, start)
+}
+
+// fifoClaim takes the resources for a queued waiter at the head of their
+// queues. lost reports that the waiter is no longer queued.
+func (m *Mutex) fifoClaim(ctx context.Context, keys, rkeys []string, token string, renewed bool) (l *lease, lost bool, err error) {
+	flag := "0"
+	if renewed {
+		flag = "1"
+	}
+	start := time.Now()
+	res, err := fifoClaimScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.ttlMS, flag).Slice()
+	if err != nil {
+		m.leave(rkeys, token)
+		return nil, false, fmt.Errorf("mutex: acquire: %w", err)
+	}
+	if code, _ := res[0].(int64); code == -1 {
+		return nil, true, nil
+	}
+	l, _, err = m.grantOrBlocked(res, keys, rkeys, token, start)
+	return l, false, err
+}
+
+// grantOrBlocked decodes the {1, fence} or {0, index, pttl} reply of an
+// acquire script.
+func (m *Mutex) grantOrBlocked(res []any, keys, rkeys []string, token string, start time.Time) (*lease, *NotObtainedError, error) {
+	if len(res) < 2 {
+		return nil, nil, fmt.Errorf("mutex: acquire: unexpected reply %v", res)
+	}
+	if ok, _ := res[0].(int64); ok == 1 {
+		fenceStr, _ := res[1].(string)
+		fence, err := strconv.ParseInt(fenceStr, 10, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mutex: acquire: bad fence %q", fenceStr)
+		}
+		return m.newLease(keys, rkeys, token, fenceStr, fence, start), nil, nil
+	}
+	blocked := &NotObtainedError{}
+	if idx, _ := res[1].(int64); idx >= 1 && int(idx) <= len(keys) {
+		blocked.Key = keys[idx-1]
+	}
+	if len(res) > 2 {
+		if pttl, _ := res[2].(int64); pttl > 0 {
+			blocked.RetryAfter = time.Duration(pttl) * time.Millisecond
+		}
+	}
+	return nil, blocked, nil
+}
+
+// leave removes token from the queues of rkeys in the background, and
+// releases any key it holds after all.
+func (m *Mutex) leave(rkeys []string, token string) {
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token).Err()
+	}()
+}
+
+// waitFIFO implements Lock in FIFO mode. Every call joins the Redis queue
+// of each of its keys under its own token; a release publishes the token of
+// the head of the queue, so exactly that waiter tries.
+func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &NotObtainedError{Cause: err}
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	queued := false
+	for _, k := range rkeys {
+		if m.queues[k] != nil {
+			queued = true
+			break
+		}
+	}
+	m.mu.Unlock()
+
+	var last *NotObtainedError
+	if !queued {
+		// Nobody of this Mutex waits for these keys: try before
+		// subscribing, which an uncontended lock does not need.
+		l, blocked, err := m.fifoLock(ctx, keys, rkeys, token, true)
+		if err != nil || l != nil {
+			return l, err
+		}
+		last = blocked
+	}
+
+	// Listen for our token before joining the queue, so that no wake-up
+	// can be missed.
+	w, err := m.enqueue(rkeys)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	w.token = token
+	m.tokens[token] = w
+	m.mu.Unlock()
+	defer m.dequeue(w, false)
+	for _, q := range w.queues {
+		select {
+		case <-q.subscribed:
+		case <-ctx.Done():
+			return nil, notObtained(last, ctx.Err())
+		case <-time.After(m.ttl):
+			// The pub/sub connection is slow or down: the renewal loop
+			// still wakes the head of a queue whose lock is free.
+		}
+	}
+
+	join := func() (*lease, error) {
+		l, blocked, err := m.fifoLock(ctx, keys, rkeys, token, false)
+		if err != nil || l != nil {
+			return l, err
+		}
+		last = blocked
+		m.mu.Lock()
+		w.enqueued = true
+		m.startRenewLocked()
+		m.mu.Unlock()
+		return nil, nil
+	}
+	if l, err := join(); err != nil || l != nil {
+		return leaseOrNil(l), err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			m.leave(rkeys, token)
+			return nil, notObtained(last, ctx.Err())
+		case <-w.wake:
+		}
+		m.mu.Lock()
+		closed, renewed := m.closed, w.renewed
+		m.mu.Unlock()
+		if closed {
+			m.leave(rkeys, token)
+			return nil, ErrClosed
+		}
+		l, lost, err := m.fifoClaim(ctx, keys, rkeys, token, renewed)
+		if err != nil || l != nil {
+			return leaseOrNil(l), err
+		}
+		if lost {
+			// Our entry ran out (the renewals could not reach Redis in
+			// time): queue again, at the end.
+			if l, err := join(); err != nil || l != nil {
+				return leaseOrNil(l), err
+			}
+		}
+	}
+}
+
+// leaseOrNil keeps a nil *lease from becoming a non-nil Lease.
+func leaseOrNil(l *lease) Lease {
+	if l == nil {
+		return nil
+	}
+	return l
+}
+
+// startRenewLocked starts the loop that renews the queue entries of this
+// Mutex's FIFO waiters. m.mu must be held.
+func (m *Mutex) startRenewLocked() {
+	if m.renewing || m.closed {
+		return
+	}
+	m.renewing = true
+	m.bg.Add(1)
+	go m.renewLoop()
+}
+
+// renewLoop renews, every fifoRenewEvery, the deadlines of the queued FIFO
+// waiters of this Mutex, one script per key in one pipeline. The script
+// also drops dead waiters and wakes the head of a queue whose lock is free,
+// which moves a queue on after a holder or head waiter crashed, or after a
+// lost wake-up. The loop ends when no waiter is left.
+func (m *Mutex) renewLoop() {
+	defer m.bg.Done()
+	ticker := time.NewTicker(fifoRenewEvery)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+		case <-m.stop:
+		}
+		m.mu.Lock()
+		groups := make(map[string][]string)
+		for token, w := range m.tokens {
+			if !w.enqueued {
+				continue
+			}
+			w.renewed = true
+			for _, q := range w.queues {
+				groups[q.key] = append(groups[q.key], token)
+			}
+		}
+		if len(groups) == 0 || m.closed {
+			m.renewing = false
+			m.mu.Unlock()
+			return
+		}
+		m.mu.Unlock()
+		m.renew(groups)
+	}
+}
+
+func (m *Mutex) renew(groups map[string][]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), fifoRenewEvery)
+	defer cancel()
+	pipe := m.client.Pipeline()
+	cmds := make([]*redis.Cmd, 0, len(groups))
+	args := make([][]any, 0, len(groups))
+	keys := make([][]string, 0, len(groups))
+	for k, tokens := range groups {
+		a := make([]any, 0, 1+len(tokens))
+		a = append(a, fifoLivenessMS)
+		for _, t := range tokens {
+			a = append(a, t)
+		}
+		ks := []string{k, queueKey(k), deadlineKey(k)}
+		cmds = append(cmds, fifoRefreshScript.EvalSha(ctx, pipe, ks, a...))
+		args = append(args, a)
+		keys = append(keys, ks)
+	}
+	_, _ = pipe.Exec(ctx)
+	var wake []string
+	for i, c := range cmds {
+		res, err := c.Slice()
+		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			res, err = fifoRefreshScript.Run(ctx, m.client, keys[i], args[i]...).Slice()
+		}
+		if err != nil {
+			continue
+		}
+		for _, v := range res {
+			if s, ok := v.(string); ok {
+				wake = append(wake, s)
+			}
+		}
+	}
+	if len(wake) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, token := range wake {
+		if w := m.tokens[token]; w != nil {
+			w.signal()
+		}
+	}
+}

@@ -1,0 +1,345 @@
+package mutex_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/mutex"
+)
+
+// queueLen returns the number of waiters queued in Redis for key.
+func queueLen(t testing.TB, c *redis.Client, prefix, key string) int64 {
+	t.Helper()
+	n, err := c.ZCard(context.Background(), prefix+":{"+key+"}:q").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitQueueLen(t testing.TB, c *redis.Client, prefix, key string, n int64) {
+	t.Helper()
+	require.Eventually(t, func() bool { return queueLen(t, c, prefix, key) == n },
+		10*time.Second, time.Millisecond, "queue of %q never reached %d", key, n)
+}
+
+func TestFIFOGrantOrder(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+	holder := newMutex(t, srv, cfg)
+	ctx := t.Context()
+	l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+
+	const n = 5
+	order := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		m := newMutex(t, srv, cfg)
+		wg.Go(func() {
+			l, err := m.Lock(ctx, "k")
+			if !assert.NoError(t, err) {
+				return
+			}
+			order <- i
+			assert.NoError(t, l.Unlock(ctx))
+		})
+		waitQueueLen(t, c, cfg.Prefix, "k", int64(i+1))
+	}
+	// TryLock never jumps a non-empty queue, even when the lock is free.
+	require.NoError(t, l.Unlock(ctx))
+	wg.Wait()
+	close(order)
+	var got []int
+	for i := range order {
+		got = append(got, i)
+	}
+	assert.Equal(t, []int{0, 1, 2, 3, 4}, got)
+	assert.Empty(t, keysLeft(t, c, cfg.Prefix), "keys left after the queue drained")
+}
+
+func TestFIFOTryLockDoesNotJumpQueue(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+	a, b := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
+	ctx := t.Context()
+
+	l := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+	got := make(chan mutex.Lease, 1)
+	go func() {
+		l, err := b.Lock(ctx, "k")
+		assert.NoError(t, err)
+		got <- l
+	}()
+	waitQueueLen(t, c, cfg.Prefix, "k", 1)
+	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
+	// Release with the queued waiter pending: a TryLock racing it must lose
+	// whether or not the waiter has claimed the lock yet.
+	require.NoError(t, l.Unlock(ctx))
+	_, err := a.TryLock(ctx, "k")
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
+	l2 := <-got
+	require.NoError(t, l2.Unlock(ctx))
+	assert.Equal(t, mutex.Available, must[mutex.Status](t)(a.Check(ctx, "k")))
+	l3 := must[mutex.Lease](t)(a.TryLock(ctx, "k"))
+	assert.Greater(t, l3.Fence(), l2.Fence())
+	require.NoError(t, l3.Unlock(ctx))
+	assert.Empty(t, keysLeft(t, c, cfg.Prefix))
+}
+
+func TestFIFOCancelledWaiterLeaves(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+	holder, a, b := newMutex(t, srv, cfg), newMutex(t, srv, cfg), newMutex(t, srv, cfg)
+	ctx := t.Context()
+
+	l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+	actx, cancel := context.WithCancel(ctx)
+	aerr := make(chan error, 1)
+	go func() {
+		_, err := a.Lock(actx, "k")
+		aerr <- err
+	}()
+	waitQueueLen(t, c, cfg.Prefix, "k", 1)
+	bgot := make(chan mutex.Lease, 1)
+	go func() {
+		l, err := b.Lock(ctx, "k")
+		assert.NoError(t, err)
+		bgot <- l
+	}()
+	waitQueueLen(t, c, cfg.Prefix, "k", 2)
+
+	cancel()
+	err := <-aerr
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	// The cancelled waiter leaves the queue at once, not after its liveness
+	// window.
+	waitQueueLen(t, c, cfg.Prefix, "k", 1)
+	require.NoError(t, l.Unlock(ctx))
+	select {
+	case l := <-bgot:
+		require.NoError(t, l.Unlock(ctx))
+	case <-time.After(mutex.FIFOLiveness):
+		t.Fatal("the waiter behind a cancelled one was not served promptly")
+	}
+	assert.Empty(t, keysLeft(t, c, cfg.Prefix))
+}
+
+func TestFIFOHolderThatNeverUnlocks(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 300 * time.Millisecond, FIFO: true}
+	holder, w := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
+	ctx := t.Context()
+
+	crashed := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+	got := must[mutex.Lease](t)(w.Lock(ctx, "k"))
+	<-crashed.Done()
+	assert.Greater(t, got.Fence(), crashed.Fence())
+	require.NoError(t, got.Unlock(ctx))
+	assert.Empty(t, keysLeft(t, c, cfg.Prefix))
+}
+
+// TestFIFOHelperProcess is a waiter run in a child process by
+// TestFIFOKilledWaiterIsSkipped.
+func TestFIFOHelperProcess(t *testing.T) {
+	addr, prefix := os.Getenv("DISTLOCK_FIFO_CHILD_ADDR"), os.Getenv("DISTLOCK_FIFO_CHILD_PREFIX")
+	if addr == "" {
+		return // only runs as the child of TestFIFOKilledWaiterIsSkipped
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	m, err := mutex.New(c, mutex.Config{Prefix: prefix, TTL: time.Minute, FIFO: true})
+	require.NoError(t, err)
+	defer m.Close()
+	_, _ = m.Lock(context.Background(), "k") // killed while waiting
+	t.Fatal("the child waiter was granted the lock")
+}
+
+func TestFIFOKilledWaiterIsSkipped(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+	holder, next := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
+	ctx := t.Context()
+
+	l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+	child := exec.Command(os.Args[0], "-test.run=^TestFIFOHelperProcess$", "-test.count=1")
+	child.Env = append(os.Environ(), "DISTLOCK_FIFO_CHILD_ADDR="+srv.Addr(), "DISTLOCK_FIFO_CHILD_PREFIX="+cfg.Prefix)
+	require.NoError(t, child.Start())
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	waitQueueLen(t, c, cfg.Prefix, "k", 1)
+
+	got := make(chan time.Time, 1)
+	var lease atomic.Pointer[mutex.Lease]
+	go func() {
+		l, err := next.Lock(ctx, "k")
+		if assert.NoError(t, err) {
+			lease.Store(&l)
+		}
+		got <- time.Now()
+	}()
+	waitQueueLen(t, c, cfg.Prefix, "k", 2)
+
+	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
+	_ = child.Wait()
+	killed := time.Now()
+	require.NoError(t, l.Unlock(ctx))
+	at := <-got
+	stall := at.Sub(killed)
+	t.Logf("queue stalled %v after the queued waiter was killed", stall)
+	// The bound is FIFOLiveness plus one renewal period after the death;
+	// allow generously for a loaded machine.
+	assert.Less(t, stall, 3*mutex.FIFOLiveness)
+	if l := lease.Load(); l != nil {
+		require.NoError(t, (*l).Unlock(ctx))
+	}
+	require.Eventually(t, func() bool { return len(keysLeft(t, c, cfg.Prefix)) == 0 },
+		3*mutex.FIFOLiveness, 10*time.Millisecond, "keys left: %v", keysLeft(t, c, cfg.Prefix))
+}
+
+func TestFIFOMultiKey(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
+	var ms []*mutex.Mutex
+	for range 4 {
+		ms = append(ms, newMutex(t, srv, cfg))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	// Lock(a, b) excludes Lock(a).
+	ab := must[mutex.Lease](t)(ms[0].Lock(ctx, "a", "b"))
+	_, err := ms[1].TryLock(ctx, "a")
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	require.NoError(t, ab.Unlock(ctx))
+
+	// Opposite key orders and single keys together: no deadlock, no overlap.
+	holders := map[string]*atomic.Int32{"a": {}, "b": {}}
+	sets := [][]string{{"a", "b"}, {"b", "a"}, {"a"}, {"b"}}
+	var wg sync.WaitGroup
+	for g := range 12 {
+		wg.Go(func() {
+			m := ms[g%len(ms)]
+			keys := sets[g%len(sets)]
+			for range 15 {
+				l, err := m.Lock(ctx, keys...)
+				if !assert.NoError(t, err) {
+					return
+				}
+				for _, k := range keys {
+					if holders[k].Add(1) != 1 {
+						t.Errorf("two holders of %q", k)
+					}
+				}
+				time.Sleep(100 * time.Microsecond)
+				for _, k := range keys {
+					holders[k].Add(-1)
+				}
+				assert.NoError(t, l.Unlock(ctx))
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, ctx.Err(), "deadlock: the workload did not finish")
+	assert.Empty(t, keysLeft(t, c, cfg.Prefix))
+}
+
+// fifoRun makes waiters goroutines spread over mutexes take the lock grants
+// times in all, each holding it for hold. It fails the test on overlap and
+// returns, for each grant after a warm-up of two grants per waiter (while
+// the Mutexes subscribe), the number of grants that happened while the
+// grantee waited.
+func fifoRun(t testing.TB, ms []*mutex.Mutex, key string, waiters, grants int, hold time.Duration) (overtaken []int) {
+	var (
+		inside  atomic.Int32
+		counter atomic.Int64
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+	)
+	ctx := context.Background()
+	for g := range waiters {
+		wg.Go(func() {
+			m := ms[g%len(ms)]
+			for {
+				before := counter.Load()
+				if before >= int64(grants) {
+					return
+				}
+				l, err := m.Lock(ctx, key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := counter.Add(1)
+				if inside.Add(1) != 1 {
+					t.Error("two holders at once")
+				}
+				if before >= int64(2*waiters) {
+					mu.Lock()
+					overtaken = append(overtaken, int(n-1-before))
+					mu.Unlock()
+				}
+				if hold > 0 {
+					time.Sleep(hold)
+				}
+				inside.Add(-1)
+				if err := l.Unlock(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return overtaken
+}
+
+func TestFIFOManyWaitersNoOverlapNoReordering(t *testing.T) {
+	srv := redistest.Shared(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
+	var ms []*mutex.Mutex
+	for range 4 {
+		ms = append(ms, newMutex(t, srv, cfg))
+	}
+	const waiters, grants = 64, 1000
+	overtaken := fifoRun(t, ms, "k", waiters, grants+2*waiters, 0)
+	// In request order, a waiter sees at most the other waiters served
+	// before it; a grant or two more may complete while its request is
+	// still on the wire.
+	worst := 0
+	for _, n := range overtaken {
+		worst = max(worst, n)
+	}
+	t.Logf("%d grants, at most %d grants while one waiter waited", len(overtaken), worst)
+	assert.LessOrEqual(t, worst, waiters+1)
+	assert.Empty(t, keysLeft(t, srv.Client(t), cfg.Prefix))
+}
+
+func TestFIFOCheck(t *testing.T) {
+	srv := redistest.Shared(t)
+	cfg := mutex.Config{Prefix: prefix(t), FIFO: true}
+	m := newMutex(t, srv, cfg)
+	ctx := t.Context()
+	l := must[mutex.Lease](t)(m.Lock(ctx, "a"))
+	assert.Equal(t, mutex.PartiallyLocked, must[mutex.Status](t)(m.Check(ctx, "a", "b")))
+	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(m.Check(ctx, "a")))
+	require.NoError(t, l.Unlock(ctx))
+	assert.Equal(t, mutex.Available, must[mutex.Status](t)(m.Check(ctx, "a", "b")))
+}

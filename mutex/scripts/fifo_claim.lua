@@ -1,0 +1,42 @@
+-- FIFO mode: a queued waiter takes its resources if it is at the head of
+-- every queue and no lock key is held.
+-- KEYS: for each resource, its lock key, queue key and deadline key.
+-- ARGV[1]: owner token, ARGV[2]: TTL in ms, ARGV[3]: "1" if the waiter's
+-- deadline was ever refreshed (so there is a deadline entry to remove).
+-- Returns {1, fence} when granted; {0, index} when not at the head of the
+-- queue of resource index or when its lock is held; {-1, index} when the
+-- waiter is no longer queued there (its deadline ran out).
+local n = #KEYS / 3
+for i = 1, n do
+  local head = redis.call('ZRANGE', KEYS[3*i-1], 0, 0)
+  if head[1] ~= ARGV[1] then
+    if redis.call('ZSCORE', KEYS[3*i-1], ARGV[1]) then
+      return {0, i}
+    end
+    return {-1, i}
+  end
+end
+local t = redis.call('TIME')
+local fence = t[1] .. string.format('%06d', tonumber(t[2]))
+local value = ARGV[1] .. ':' .. fence
+if n == 1 then
+  if not redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then
+    return {0, 1}
+  end
+else
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[3*i-2]) == 1 then
+      return {0, i}
+    end
+  end
+  for i = 1, n do
+    redis.call('SET', KEYS[3*i-2], value, 'PX', ARGV[2])
+  end
+end
+for i = 1, n do
+  redis.call('ZREM', KEYS[3*i-1], ARGV[1])
+  if ARGV[3] == '1' then
+    redis.call('ZREM', KEYS[3*i], ARGV[1])
+  end
+end
+return {1, fence}

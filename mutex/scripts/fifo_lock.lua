@@ -1,0 +1,34 @@
+-- FIFO mode: take every resource at once if none is held or queued for;
+-- otherwise (unless ARGV[4] is "1", a TryLock) join the queue of each.
+-- KEYS: for each resource, its lock key, queue key and deadline key.
+-- ARGV[1]: owner token, ARGV[2]: TTL in ms, ARGV[3]: queue key TTL in ms,
+-- ARGV[4]: "1" to only try.
+-- Returns {1, fence} when granted; {0, index, pttl} when resource index is
+-- held or queued for (pttl of its lock key, or -2 if only queued for).
+-- Queue scores are the server's TIME in microseconds at arrival, so every
+-- queue orders the waiters in the order their calls reached Redis.
+local n = #KEYS / 3
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%06d', tonumber(t[2]))
+local blocked = 0
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[3*i-2], KEYS[3*i-1]) > 0 then
+    blocked = i
+    break
+  end
+end
+if blocked == 0 then
+  local value = ARGV[1] .. ':' .. now
+  for i = 1, n do
+    redis.call('SET', KEYS[3*i-2], value, 'PX', ARGV[2])
+  end
+  return {1, now}
+end
+if ARGV[4] == '1' then
+  return {0, blocked, redis.call('PTTL', KEYS[3*blocked-2])}
+end
+for i = 1, n do
+  redis.call('ZADD', KEYS[3*i-1], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[3*i-1], ARGV[3])
+end
+return {0, blocked, -2}

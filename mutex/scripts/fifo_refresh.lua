@@ -1,0 +1,54 @@
+-- FIFO mode, run periodically by every process with queued waiters of one
+-- resource: renew the deadlines of its waiters, drop waiters whose deadline
+-- passed, and wake the head if the lock is free.
+-- KEYS[1]: lock key, KEYS[2]: queue key, KEYS[3]: deadline key.
+-- ARGV[1]: liveness window in ms, ARGV[2..]: tokens of this process's
+-- waiters.
+-- A waiter's deadline is its entry in the deadline set, or, before its first
+-- renewal, its arrival time plus the window.
+-- Returns {head or false, lost tokens...}: the head woken (if any) and the
+-- given tokens that are no longer queued.
+local window = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local result = {false}
+local tokens = {}
+for i = 2, #ARGV do tokens[#tokens + 1] = ARGV[i] end
+if #tokens > 0 then
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(tokens))
+  local args = {}
+  for i, tok in ipairs(tokens) do
+    if scores[i] then
+      args[#args + 1] = now_ms + window
+      args[#args + 1] = tok
+    else
+      result[#result + 1] = tok
+    end
+  end
+  if #args > 0 then
+    redis.call('ZADD', KEYS[3], unpack(args))
+  end
+end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. now_ms)
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%d', now_us - window * 1000))
+if #old > 0 then
+  local ds = redis.call('ZMSCORE', KEYS[3], unpack(old))
+  for i, tok in ipairs(old) do
+    if not ds[i] then dead[#dead + 1] = tok end
+  end
+end
+if #dead > 0 then
+  redis.call('ZREM', KEYS[2], unpack(dead))
+  redis.call('ZREM', KEYS[3], unpack(dead))
+end
+redis.call('PEXPIRE', KEYS[2], 2 * window)
+redis.call('PEXPIRE', KEYS[3], 2 * window)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if head[1] then
+    redis.call('PUBLISH', KEYS[1], head[1])
+    result[1] = head[1]
+  end
+end
+return result
