@@ -1,0 +1,131 @@
+package httpmw_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/distlock/distlock/httpmw"
+	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/mutex"
+)
+
+// post sends an empty POST and prints the status and body.
+func post(url string) {
+	resp, err := http.Post(url, "text/plain", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Printf("%s: %s", resp.Status, body)
+}
+
+func ExampleSerialize() {
+	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	defer client.Close()
+	m, err := mutex.New(client, mutex.Config{Prefix: "example-httpmw"})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+
+	deposit := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only one deposit per account runs at a time, across all replicas.
+		lease := httpmw.LeaseFrom(r.Context())
+		fmt.Fprintf(w, "deposit to %s under %v\n", r.PathValue("id"), lease.Keys())
+	})
+	serialize := httpmw.Serialize(m, httpmw.Namespace("account", httpmw.PathValue("id")),
+		httpmw.WithWait(2*time.Second))
+	mux := http.NewServeMux()
+	mux.Handle("POST /accounts/{id}/deposit", serialize(deposit))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	post(srv.URL + "/accounts/42/deposit")
+	// Output: 200 OK: deposit to 42 under [account:42]
+}
+
+func ExampleSerialize_busy() {
+	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	defer client.Close()
+	m, err := mutex.New(client, mutex.Config{Prefix: "example-httpmw"})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+
+	// Another replica holds the order.
+	ctx := context.Background()
+	lease, err := m.TryLock(ctx, "order:7")
+	if err != nil {
+		panic(err)
+	}
+	defer lease.Unlock(ctx)
+
+	mux := http.NewServeMux()
+	mux.Handle("POST /orders/{id}/ship", httpmw.Serialize(m, httpmw.Namespace("order", httpmw.PathValue("id")))(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "shipped") })))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	post(srv.URL + "/orders/7/ship")
+	post(srv.URL + "/orders/8/ship")
+	post(srv.URL + "/orders/%00/ship")
+	// Output:
+	// 409 Conflict: resource busy
+	// 200 OK: shipped
+	// 400 Bad Request: invalid lock key
+}
+
+// Serialize works with chi routers as it is.
+func ExampleSerialize_chi() {
+	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	defer client.Close()
+	m, err := mutex.New(client, mutex.Config{Prefix: "example-httpmw"})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+
+	r := chi.NewRouter()
+	r.Route("/documents/{id}", func(r chi.Router) {
+		r.Use(httpmw.Serialize(m, httpmw.Namespace("doc", httpmw.PathValue("id")),
+			httpmw.WithSkipMethods(http.MethodGet)))
+		r.Get("/", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintln(w, "read without a lock:", httpmw.LeaseFrom(r.Context()) == nil)
+		})
+		r.Post("/", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintln(w, "edit under", httpmw.LeaseFrom(r.Context()).Keys())
+		})
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/documents/readme/")
+	if err != nil {
+		panic(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Printf("%s: %s", resp.Status, body)
+	post(srv.URL + "/documents/readme/")
+	// Output:
+	// 200 OK: read without a lock: true
+	// 200 OK: edit under [doc:readme]
+}
+
+func ExampleNamespace() {
+	key := httpmw.Namespace("invoice", httpmw.Header("X-Invoice"))
+	r := httptest.NewRequest("POST", "/pay", nil)
+	r.Header.Set("X-Invoice", "2024-17")
+	fmt.Println(key(r))
+	// Output: invoice:2024-17 <nil>
+}
