@@ -1,0 +1,67 @@
+// Package grpcmw serializes gRPC calls by key across every process that
+// shares one Redis: two calls for the same account, order or document never
+// run their handlers at the same time, while calls for different keys run in
+// parallel.
+//
+//	key := grpcmw.Namespace("account", grpcmw.FromRequest(func(r *pb.DepositRequest) string {
+//		return r.GetAccount()
+//	}))
+//	srv := grpc.NewServer(
+//		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(locker, key)),
+//		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(locker, grpcmw.Metadata("x-account"))),
+//	)
+//
+// For each call the interceptor, in this order:
+//
+//  1. lets the call through untouched if a WithSkip predicate matches its
+//     full method name, or if the KeyFunc returns ok == false;
+//  2. validates the key: an empty key, a key longer than MaxKeyLen bytes,
+//     not valid UTF-8 or containing control characters, and a KeyFunc error,
+//     give codes.InvalidArgument before any Redis call;
+//  3. joins a lease on the same key that the call's context already holds
+//     through the same Locker (see [mutex.HeldLease]);
+//  4. obtains the lock: one attempt (TryLock) by default, or a Lock bounded by
+//     the WithWait budget;
+//  5. runs the handler with [mutex.RunLocked]: the lease is recorded in the
+//     call's context ([LeaseFrom]), kept extended while the handler runs, the
+//     call's context is cancelled with a cause wrapping [mutex.ErrNotHeld] if
+//     the lease is lost, and the lease is released when the handler returns,
+//     even if it panics.
+//
+// A stream interceptor runs before the first message is received, so its
+// KeyFunc gets a nil req: take the key of a stream from its metadata
+// ([Metadata]) or its method.
+//
+// # Status codes
+//
+// Status messages are short fixed texts that never reveal Redis addresses,
+// lock tokens or internal errors:
+//
+//	missing or invalid key                 InvalidArgument   "missing lock key", "invalid lock key"
+//	key busy (one attempt, or the
+//	  WithWait budget used up)             Aborted           "resource busy", with a RetryInfo detail
+//	the call's own deadline passed or it
+//	  was cancelled while waiting          DeadlineExceeded, Canceled
+//	Redis failure                          Unavailable       "lock service unavailable"
+//	misconfigured interceptor              Internal          "lock misconfigured"
+//
+// A busy key gives Aborted, the code gRPC reserves for concurrency
+// conflicts that the client may retry at a higher level, whether the
+// interceptor made one attempt or waited its whole WithWait budget:
+// DeadlineExceeded is kept for the call's own deadline, so that a client
+// can tell "my deadline was too short" from "someone else holds the
+// resource". The RetryInfo detail (google.rpc.RetryInfo) carries the
+// remaining time of the holder's lease. WithBusyCode picks another code,
+// such as Unavailable for clients whose retry policy retries it.
+//
+// A Redis failure gives Unavailable: the interceptor fails closed, because
+// running the handler without the lock would break the very guarantee it
+// exists for. WithFailOpen runs the handler without a lock instead.
+//
+// # Reentrancy
+//
+// A handler that locks the key its call is serialized on through the same
+// Locker with [mutex.WithLock] joins the call's lease instead of waiting for
+// itself; a direct Lock of that key on the *mutex.Mutex fails at once with
+// [mutex.ErrReentrant].
+package grpcmw
