@@ -1,0 +1,28 @@
+// Package middleware decorates a mutex.Locker with behaviour that the Redis
+// core leaves to layers: Retry repeats calls that failed for a transient
+// reason, and AutoExtend renews leases in the background until they are
+// unlocked.
+//
+// A Middleware is a func(mutex.Locker) mutex.Locker. Chain(core, A, B, C)
+// builds the nested call A(B(C(core))): a call goes through A first and
+// reaches core last, and a lease comes back through C, then B, then A. The
+// recommended order puts Retry outside AutoExtend:
+//
+//	locker := middleware.Chain(m, middleware.Retry(), middleware.AutoExtend())
+//	// locker is Retry(AutoExtend(m))
+//
+// so that a lease is renewed only once an acquire has succeeded, whichever
+// attempt it took. The other order works too, since Retry returns leases
+// unchanged.
+//
+// Decorators pass the context on unchanged, so the reentrancy rules of
+// mutex.WithLock hold through any chain: code that already holds a key
+// through the chain joins its lease (WithLock) or gets mutex.ErrReentrant
+// (Lock, TryLock), never waits for itself. Decorated leases implement
+// mutex.Unwrapper.
+//
+// Errors: bad options make every call of the decorated Locker fail with an
+// error wrapping mutex.ErrInvalid before any Redis call. Otherwise the errors
+// are those of the wrapped Locker, wrapped so that errors.Is sees through
+// them (see Retry for retries that give up).
+package middleware
