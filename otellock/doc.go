@@ -81,9 +81,11 @@
 //
 // # Watching leases
 //
-// To see a loss when it happens, each granted lease is watched by one
-// goroutine that waits for its Done channel and records the end. The
-// goroutine ends with the lease, which always ends: by Unlock, by loss, or
-// when its validity runs out. When neither a recording span nor an enabled
-// instrument observes the lease (no-op providers), no goroutine is started.
+// To see a loss when it happens, a lease still held 10ms after its grant is
+// watched by a goroutine that waits for its Done channel and records the
+// end; a loss within those first 10ms is reported at their end. Leases
+// released sooner, as most are, never start one. The goroutine ends with the
+// lease, which always ends: by Unlock, by loss, or when its validity runs
+// out. When neither a recording span nor an enabled instrument observes the
+// lease (no-op providers), no goroutine is started at all.
 package otellock

@@ -20,8 +20,9 @@ type lease struct {
 	caller  trace.Span        // the span current when Lock was called
 	lockSC  trace.SpanContext // the Lock or TryLock span
 	granted time.Time
-	metered bool // held was incremented: finish must record the end
-	traced  bool // a loss is reported to the caller span or a LeaseLost span
+	metered bool        // held was incremented: finish must record the end
+	traced  bool        // a loss is reported to the caller span or a LeaseLost span
+	watch   *time.Timer // starts the watcher; nil if nothing observes the end
 	done    atomic.Bool
 }
 
@@ -52,10 +53,15 @@ var (
 	_ autoExtender    = leaseDeadlineAuto{}
 )
 
+// watchDelay is how long after the grant a goroutine starts watching a
+// lease for its end. A loss earlier than that is reported at that time.
+const watchDelay = 10 * time.Millisecond
+
 // wrap decorates inner, granted at granted by the call that the span sc
 // recorded (recording tells whether it was).
-// If anything observes the end of the lease, a goroutine waits for
-// inner.Done(); it ends with the lease (Unlock, loss or expiry).
+// If anything observes the end of the lease, a goroutine started
+// watchDelay after the grant waits for inner.Done(); it ends with the lease
+// (Unlock, loss or expiry).
 func (ins *instruments) wrap(inner mutex.Lease, caller trace.Span, sc trace.SpanContext, recording bool, granted time.Time) mutex.Lease {
 	ctx := context.Background()
 	l := &lease{
@@ -71,10 +77,12 @@ func (ins *instruments) wrap(inner mutex.Lease, caller trace.Span, sc trace.Span
 		ins.held.Add(ctx, 1)
 	}
 	if l.metered || l.traced {
-		go func() {
+		// Most leases are released sooner than watchDelay: Unlock stops the
+		// timer and no goroutine is ever started for them.
+		l.watch = time.AfterFunc(watchDelay, func() {
 			<-inner.Done()
 			l.finish()
-		}()
+		})
 	}
 	_, dl := inner.(deadliner)
 	_, ae := inner.(autoExtender)
@@ -115,7 +123,7 @@ func (l *lease) Extend(ctx context.Context) error {
 		}
 	}
 	span.End()
-	l.finish()
+	l.finishAndStop()
 	return err
 }
 
@@ -135,7 +143,7 @@ func (l *lease) Unlock(ctx context.Context) error {
 		}
 	}
 	span.End()
-	l.finish()
+	l.finishAndStop()
 	return err
 }
 
@@ -159,6 +167,15 @@ func (l *lease) attrs(outcome string) []attribute.KeyValue {
 		AttrKeyCount.Int(len(keys)),
 		AttrFence.Int64(l.inner.Fence()))
 	return l.ins.appendKeys(attrs, keys)
+}
+
+// finishAndStop is finish for the lease's own methods: once the lease has
+// ended, the watcher is not needed any more.
+func (l *lease) finishAndStop() {
+	l.finish()
+	if l.watch != nil && l.inner.Err() != nil {
+		l.watch.Stop()
+	}
 }
 
 // finish records the end of the lease once it has ended: the hold duration
