@@ -2,7 +2,10 @@ package mutex_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,5 +152,94 @@ func BenchmarkHandoff(b *testing.B) {
 	b.ReportMetric(float64(percentile(d, 50))/float64(ping), "p50-ping-ratio")
 	b.ReportMetric(float64(percentile(d, 99))/float64(ping), "p99-ping-ratio")
 	b.ReportMetric(float64(percentile(d, 50).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(ping.Microseconds()), "ping-µs")
+}
+
+// BenchmarkContended reproduces a hot key: the lock is held hold per grant
+// by waiters goroutines spread over four Mutexes, each on its own
+// connection. It reports the handoff time (Unlock → next grant) at p50 and
+// p99 as ratios to a PING round trip of the same run, the lock utilization
+// (time held ÷ wall time), the Redis commands per grant (script-internal
+// ones included) and the most grants that happened while one waiter waited.
+func BenchmarkContended(b *testing.B) {
+	for _, fifo := range []bool{false, true} {
+		for _, waiters := range []int{16, 64} {
+			name := fmt.Sprintf("fifo=%v/waiters=%d", fifo, waiters)
+			b.Run(name, func(b *testing.B) { benchContended(b, fifo, waiters, 5*time.Millisecond) })
+		}
+	}
+}
+
+func benchContended(b *testing.B, fifo bool, waiters int, hold time.Duration) {
+	srv := redistest.Shared(b)
+	c := srv.Client(b)
+	cfg := mutex.Config{Prefix: fmt.Sprintf("bench-contended-%v-%d", fifo, waiters), TTL: 10 * time.Second, FIFO: fifo}
+	var ms []*mutex.Mutex
+	for range 4 {
+		ms = append(ms, newMutex(b, srv, cfg))
+	}
+	ctx := context.Background()
+	ping := pingP50(b, c)
+	// Warm up: every waiter subscribes and takes the lock once.
+	fifoRun(b, ms, "k", waiters, 2*waiters, 0)
+	if err := redistest.ResetStats(ctx, c); err != nil {
+		b.Fatal(err)
+	}
+	grants := max(b.N, 2*waiters)
+	type event struct{ granted, unlocking time.Time }
+	var (
+		mu        sync.Mutex
+		events    = make([]event, 0, grants)
+		counter   atomic.Int64
+		overtaken int
+		wg        sync.WaitGroup
+	)
+	b.ResetTimer()
+	for g := range waiters {
+		wg.Go(func() {
+			m := ms[g%len(ms)]
+			for {
+				before := counter.Load()
+				if before >= int64(grants) {
+					return
+				}
+				l, err := m.Lock(ctx, "k")
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				granted := time.Now()
+				n := counter.Add(1)
+				time.Sleep(hold)
+				unlocking := time.Now()
+				mu.Lock()
+				events = append(events, event{granted, unlocking})
+				overtaken = max(overtaken, int(n-1-before))
+				mu.Unlock()
+				if err := l.Unlock(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	slices.SortFunc(events, func(x, y event) int { return x.granted.Compare(y.granted) })
+	var held time.Duration
+	handoffs := make([]time.Duration, 0, len(events))
+	for i, e := range events {
+		held += e.unlocking.Sub(e.granted)
+		if i > 0 {
+			handoffs = append(handoffs, e.granted.Sub(events[i-1].unlocking))
+		}
+	}
+	wall := events[len(events)-1].unlocking.Sub(events[0].granted)
+	b.ReportMetric(float64(percentile(handoffs, 50))/float64(ping), "p50-ping-ratio")
+	b.ReportMetric(float64(percentile(handoffs, 99))/float64(ping), "p99-ping-ratio")
+	b.ReportMetric(float64(percentile(handoffs, 99).Microseconds()), "p99-µs")
+	b.ReportMetric(float64(held)/float64(wall), "utilization")
+	b.ReportMetric(float64(commands(b, c)-1)/float64(len(events)), "redis-cmds/grant")
+	b.ReportMetric(float64(overtaken), "max-grants-while-waiting")
 	b.ReportMetric(float64(ping.Microseconds()), "ping-µs")
 }

@@ -43,11 +43,43 @@
 // Mutex then releases the keys in the background with the attempt's token, so
 // a lost reply does not leave them held until the TTL.
 //
+// # FIFO mode
+//
+// With Config.FIFO set, each key is granted strictly in the order in which
+// Lock calls reached Redis, across processes and Mutexes. Every Lock call
+// joins a queue per key in Redis (a sorted set scored by the server's clock
+// at arrival); a release wakes only the head of the queue, by publishing its
+// token, so Redis commands per grant do not grow with the number of waiters.
+// TryLock never jumps a non-empty queue, and Check reports a key as held
+// while it has a holder or a queue.
+//
+// Nothing gets stuck: a cancelled waiter leaves its queues at once. Each
+// Mutex renews the queue entries of its waiters every FIFOLiveness/3; a
+// waiter whose process died or lost its connection is dropped at most
+// FIFOLiveness (1.5s) after its last renewal, and within one more renewal
+// period the queue moves on (2s in all, whatever the TTL). The same renewal
+// wakes the head of a queue whose lock is free, which recovers from a lost
+// wake-up and from a holder that crashed, as soon as its TTL runs out. Queue
+// keys expire 2×FIFOLiveness after the last renewal, so none outlives its
+// waiters, and none is left once a queue drains.
+//
+// A multi-key Lock in FIFO mode joins the queue of every key in one script,
+// so all queues order their common waiters alike, and a waiter is granted
+// only at the head of all its queues with every key free: Lock(ctx, "a",
+// "b") excludes Lock(ctx, "a"), and Lock(ctx, "a", "b") and Lock(ctx, "b",
+// "a") cannot deadlock. A key reserved for a multi-key waiter stays free
+// until its other keys are free too. FIFO and non-FIFO Mutexes exclude each
+// other on the same keys, but only FIFO callers keep their order: use one
+// mode per key prefix.
+//
 // # Multiple keys
 //
 // Lock(ctx, "a", "b", "c") holds all three keys or none: one script checks
 // and takes them, so a failed attempt leaves none held. On Redis Cluster all
 // keys of one call must live in one hash slot.
+//
+// In FIFO mode a key also has the queue "<lock key>:q" and the deadline set
+// "<lock key>:d", in the same hash slot, while waiters queue for it.
 //
 // # Fencing tokens
 //
@@ -91,7 +123,7 @@
 // "<prefix>:{<k escaped>}", where the escaping percent-encodes '%', '{', '}',
 // ':' and every byte outside printable ASCII, so no two keys collide and the
 // whole key is the Redis Cluster hash tag. The same name is used as the
-// key's pub/sub channel. No other keys are stored.
+// key's pub/sub channel. No other keys are stored but the FIFO queues.
 //
 // # Errors
 //

@@ -10,9 +10,10 @@
 local n = #KEYS / 3
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2]))
-local blocked = 0
+local blocked, found = 0, 0
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[3*i-2], KEYS[3*i-1]) > 0 then
+  found = redis.call('EXISTS', KEYS[3*i-2], KEYS[3*i-1])
+  if found > 0 then
     blocked = i
     break
   end
@@ -29,6 +30,9 @@ if ARGV[4] == '1' then
 end
 for i = 1, n do
   redis.call('ZADD', KEYS[3*i-1], now, ARGV[1])
-  redis.call('PEXPIRE', KEYS[3*i-1], ARGV[3])
+  -- A queue that existed already has an expiry, renewed by its waiters.
+  if i ~= blocked or found ~= 2 then
+    redis.call('PEXPIRE', KEYS[3*i-1], ARGV[3])
+  end
 end
 return {0, blocked, -2}
