@@ -50,7 +50,8 @@
 // it is still recording. Otherwise a distlock.LeaseLost span, child of the
 // span that obtained the lease, records the loss with status Error. Both
 // carry distlock.lock.hold_duration, distlock.lock.fence and the key
-// attribute.
+// attribute. Once Extend or Unlock of a lost lease has returned, its loss has
+// been recorded.
 //
 // # Keys
 //

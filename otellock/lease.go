@@ -3,7 +3,7 @@ package otellock
 import (
 	"context"
 	"errors"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -23,7 +23,8 @@ type lease struct {
 	metered bool        // held was incremented: finish must record the end
 	traced  bool        // a loss is reported to the caller span or a LeaseLost span
 	watch   *time.Timer // starts the watcher; nil if nothing observes the end
-	done    atomic.Bool
+	mu      sync.Mutex  // held while the end is recorded
+	ended   bool        // the end was recorded
 }
 
 // The optional methods a lease may have, passed through when the inner
@@ -180,11 +181,18 @@ func (l *lease) finishAndStop() {
 
 // finish records the end of the lease once it has ended: the hold duration
 // and the held count, and for a loss the lost count and the loss record.
+// When it returns, the end has been recorded, by this call or another.
 func (l *lease) finish() {
 	err := l.inner.Err()
-	if err == nil || !l.done.CompareAndSwap(false, true) {
+	if err == nil {
 		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return
+	}
+	l.ended = true
 	hold := time.Since(l.granted).Seconds()
 	lost := errors.Is(err, mutex.ErrNotHeld)
 	if lost && l.traced {

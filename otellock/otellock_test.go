@@ -525,3 +525,33 @@ func TestNoopProviders(t *testing.T) {
 	require.ErrorIs(t, lease.Unlock(t.Context()), mutex.ErrReleased)
 	assert.True(t, errors.Is(lease.Err(), mutex.ErrReleased))
 }
+
+func TestEarlyLossIsReported(t *testing.T) {
+	// The validity of a MinTTL lease runs out before the watcher starts.
+	h := newHarness(t, mutex.MinTTL)
+	lease, err := h.l.Lock(t.Context(), key(t, "a"))
+	require.NoError(t, err)
+	waitDone(t, lease)
+	require.Eventually(t, func() bool {
+		return sum(t, h.collect(t), otellock.MetricLost) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+	h.one(t, "distlock.LeaseLost")
+	assert.Equal(t, int64(0), sum(t, h.collect(t), otellock.MetricHeld))
+}
+
+func TestLongHoldThenUnlock(t *testing.T) {
+	// A lease held past the start of its watcher is unlocked normally; the
+	// watcher ends with it (goleak checks the package).
+	h := newHarness(t, 0)
+	lease, err := h.l.Lock(t.Context(), key(t, "a"))
+	require.NoError(t, err)
+	time.Sleep(30 * time.Millisecond)
+	require.NoError(t, lease.Unlock(t.Context()))
+	rm := h.collect(t)
+	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricLost))
+	n, total := histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndUnlocked))
+	assert.Equal(t, uint64(1), n)
+	assert.GreaterOrEqual(t, total, 0.03)
+	assert.Empty(t, h.ended("distlock.LeaseLost"))
+}
