@@ -135,6 +135,11 @@
 // acquire, release and extend scripts are loaded again transparently when
 // the server's script cache is flushed or the server restarts.
 //
+// go-redis bounds a call by its context's deadline only when the client has
+// Options.ContextTimeoutEnabled set; otherwise its read and write timeouts
+// apply. Set it so that a Lock, Extend or Unlock with a deadline returns in
+// time when Redis is slow.
+//
 // Requires Redis 6.2 or later (or a compatible server that runs Lua scripts
 // and pub/sub).
 package mutex
