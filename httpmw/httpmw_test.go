@@ -464,3 +464,42 @@ func TestClosedMutex(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, res.status)
 	assert.Equal(t, "lock service unavailable", res.body)
 }
+
+func TestRequestEndsWhileWaiting(t *testing.T) {
+	m := newMutex(t, redistest.Shared(t), mutex.Config{})
+	lease, err := m.TryLock(t.Context(), "w")
+	require.NoError(t, err)
+	t.Cleanup(func() { lease.Unlock(context.Background()) })
+
+	hooked := make(chan error, 2)
+	mw := httpmw.Serialize(m, httpmw.Query("k"), httpmw.WithWait(time.Minute),
+		httpmw.WithErrorHook(func(_ *http.Request, err error) { hooked <- err }))
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("handler ran") })
+	// A server-side deadline on the request, shorter than the wait budget.
+	deadline := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 100*time.Millisecond)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+	web := serve(t, deadline(mw(h)))
+
+	res := do(t, "POST", web.URL+"/?k=w", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, res.status)
+	assert.Equal(t, "request ended", res.body)
+	err = recv(t, hooked, "hook")
+	assert.ErrorIs(t, err, mutex.ErrNotObtained)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// A client that gives up ends the wait as well.
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", serve(t, mw(h)).URL+"/?k=w", nil)
+	require.NoError(t, err)
+	_, err = http.DefaultClient.Do(req)
+	require.Error(t, err)
+	err = recv(t, hooked, "hook")
+	assert.ErrorIs(t, err, mutex.ErrNotObtained)
+	assert.ErrorIs(t, err, context.Canceled)
+}
