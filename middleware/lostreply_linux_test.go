@@ -49,7 +49,8 @@ func unreadBytes(t *testing.T, port int) int {
 // runs the acquire with nobody to answer. The retried Lock must get the key,
 // which means the first grant was released, and no key may stay behind.
 func TestRetriedLostReplyLeavesNoStrayLock(t *testing.T) {
-	srv := redistest.Start(t)
+	// Log every command with its arguments, to see which acquires ran.
+	srv := redistest.Start(t, redistest.WithArgs("--slowlog-log-slower-than", "0", "--slowlog-max-len", "10000"))
 	proxy := redistest.NewProxy(t, srv.Addr())
 	c := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
@@ -61,7 +62,7 @@ func TestRetriedLostReplyLeavesNoStrayLock(t *testing.T) {
 	lease, err := m.TryLock(t.Context(), "k")
 	require.NoError(t, err)
 	require.NoError(t, lease.Unlock(t.Context()))
-	require.NoError(t, redistest.ResetStats(t.Context(), direct))
+	require.NoError(t, direct.SlowLogReset(t.Context()).Err())
 
 	l := middleware.Retry(
 		middleware.WithAttempts(100),
@@ -86,10 +87,35 @@ func TestRetriedLostReplyLeavesNoStrayLock(t *testing.T) {
 
 	res := <-done
 	require.NoError(t, res.err)
-	stats, err := redistest.CommandStats(t.Context(), direct)
-	require.NoError(t, err)
-	// Each acquire attempt runs SET NX, and PTTL when it finds the key held.
-	assert.EqualValues(t, 2, stats["set"]-stats["pttl"], "the lost acquire was granted, then the retried one: %v", stats)
+	keys := keysLeft(t, direct, cfg.Prefix)
+	require.Len(t, keys, 1)
+	tokens := acquireTokens(t, direct, keys[0], cfg.TTL)
+	t.Logf("acquires run, in order: %v; granted: %s", tokens, res.lease.Token())
+	require.GreaterOrEqual(t, len(tokens), 2, "acquires run: %v", tokens)
+	assert.NotEqual(t, res.lease.Token(), tokens[0], "the lost acquire ran first, and was granted")
+	assert.Equal(t, res.lease.Token(), tokens[len(tokens)-1])
 	require.NoError(t, res.lease.Unlock(t.Context()))
 	assert.Empty(t, keysLeft(t, direct, cfg.Prefix))
+}
+
+// acquireTokens returns, in the order Redis ran them, the owner tokens of
+// the acquire scripts run on key, from the slow log. An acquire is a script
+// call with one key and the arguments token (without ':') and TTL.
+func acquireTokens(t *testing.T, c *redis.Client, key string, ttl time.Duration) []string {
+	t.Helper()
+	logs, err := c.SlowLogGet(t.Context(), -1).Result()
+	require.NoError(t, err)
+	var tokens []string
+	for i := len(logs) - 1; i >= 0; i-- { // oldest first
+		a := logs[i].Args
+		if len(a) != 6 || (!strings.EqualFold(a[0], "evalsha") && !strings.EqualFold(a[0], "eval")) {
+			continue
+		}
+		if a[2] == "1" && a[3] == key && !strings.Contains(a[4], ":") && a[5] == strconv.FormatInt(ttl.Milliseconds(), 10) {
+			if len(tokens) == 0 || tokens[len(tokens)-1] != a[4] {
+				tokens = append(tokens, a[4])
+			}
+		}
+	}
+	return tokens
 }

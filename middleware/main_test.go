@@ -2,8 +2,6 @@ package middleware_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,30 +13,7 @@ import (
 	"github.com/distlock/distlock/mutex"
 )
 
-// redisAddr is the address of the package's shared redis-server, for the
-// examples, which have no *testing.T to start one with.
-var redisAddr string
-
-func TestMain(m *testing.M) {
-	redisAddr = redistest.Shared(mainTB{}).Addr()
-	redistest.Main(m)
-}
-
-// mainTB is the testing.TB through which TestMain starts the shared server
-// before any test runs; a failure to start ends the test binary.
-type mainTB struct{ testing.TB }
-
-func (mainTB) Helper() {}
-
-func (mainTB) Fatal(args ...any) {
-	fmt.Fprintln(os.Stderr, args...)
-	os.Exit(1)
-}
-
-func (mainTB) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, format+"\n", args...)
-	os.Exit(1)
-}
+func TestMain(m *testing.M) { redistest.Main(m) }
 
 // newMutex returns a Mutex on c, closed at cleanup.
 func newMutex(t testing.TB, c redis.UniversalClient, cfg mutex.Config) *mutex.Mutex {

@@ -213,6 +213,9 @@ func (s *Scheduler) remove(a *autoLease) {
 	a.stopped = true
 	if a.index >= 0 {
 		heap.Remove(&s.heap, a.index)
+		if len(s.heap) == 0 {
+			s.signal() // so that the timer goroutine exits now
+		}
 	}
 	s.dropLocked(a)
 	for a.inflight {
