@@ -262,11 +262,11 @@ func TestFIFOMultiKey(t *testing.T) {
 }
 
 // fifoRun makes waiters goroutines spread over mutexes take the lock grants
-// times in all, each holding it for hold. It fails the test on overlap and
-// returns, for each grant after a warm-up of two grants per waiter (while
-// the Mutexes subscribe), the number of grants that happened while the
-// grantee waited.
-func fifoRun(t testing.TB, ms []*mutex.Mutex, key string, waiters, grants int, hold time.Duration) (overtaken []int) {
+// times in all, each holding it for hold. It fails the test on overlap. It
+// returns the tokens of the leases in grant order, and, for each grant after
+// a warm-up of two grants per waiter (while the Mutexes subscribe), the
+// number of grants that happened while the grantee waited.
+func fifoRun(t testing.TB, ms []*mutex.Mutex, key string, waiters, grants int, hold time.Duration) (order []string, overtaken []int) {
 	var (
 		inside  atomic.Int32
 		counter atomic.Int64
@@ -287,15 +287,16 @@ func fifoRun(t testing.TB, ms []*mutex.Mutex, key string, waiters, grants int, h
 					t.Error(err)
 					return
 				}
-				n := counter.Add(1)
 				if inside.Add(1) != 1 {
 					t.Error("two holders at once")
 				}
+				mu.Lock()
+				n := counter.Add(1)
+				order = append(order, l.Token())
 				if before >= int64(2*waiters) {
-					mu.Lock()
 					overtaken = append(overtaken, int(n-1-before))
-					mu.Unlock()
 				}
+				mu.Unlock()
 				if hold > 0 {
 					time.Sleep(hold)
 				}
@@ -308,28 +309,79 @@ func fifoRun(t testing.TB, ms []*mutex.Mutex, key string, waiters, grants int, h
 		})
 	}
 	wg.Wait()
-	return overtaken
+	return order, overtaken
+}
+
+// queueSnapshots records the queue of key every millisecond until stop is
+// closed.
+func queueSnapshots(t testing.TB, c *redis.Client, prefix, key string, stop <-chan struct{}) <-chan [][]string {
+	out := make(chan [][]string, 1)
+	go func() {
+		var snaps [][]string
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				out <- snaps
+				return
+			case <-tick.C:
+			}
+			q, err := c.ZRange(context.Background(), prefix+":{"+key+"}:q", 0, -1).Result()
+			if err == nil && len(q) > 1 {
+				snaps = append(snaps, q)
+			}
+		}
+	}()
+	return out
+}
+
+// reorderings counts the pairs of waiters seen queued in one order in a
+// snapshot and granted in the other.
+func reorderings(order []string, snaps [][]string) (pairs, bad int) {
+	rank := make(map[string]int, len(order))
+	for i, tok := range order {
+		rank[tok] = i
+	}
+	for _, q := range snaps {
+		for i := 1; i < len(q); i++ {
+			a, aok := rank[q[i-1]]
+			b, bok := rank[q[i]]
+			if !aok || !bok {
+				continue
+			}
+			pairs++
+			if a > b {
+				bad++
+			}
+		}
+	}
+	return pairs, bad
 }
 
 func TestFIFOManyWaitersNoOverlapNoReordering(t *testing.T) {
 	srv := redistest.Shared(t)
+	c := srv.Client(t)
 	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
 	var ms []*mutex.Mutex
 	for range 4 {
 		ms = append(ms, newMutex(t, srv, cfg))
 	}
 	const waiters, grants = 64, 1000
-	overtaken := fifoRun(t, ms, "k", waiters, grants+2*waiters, 0)
-	// In request order, a waiter sees at most the other waiters served
-	// before it; a grant or two more may complete while its request is
-	// still on the wire.
+	stop := make(chan struct{})
+	snaps := queueSnapshots(t, c, cfg.Prefix, "k", stop)
+	order, overtaken := fifoRun(t, ms, "k", waiters, grants, 0)
+	close(stop)
+	pairs, bad := reorderings(order, <-snaps)
 	worst := 0
 	for _, n := range overtaken {
 		worst = max(worst, n)
 	}
-	t.Logf("%d grants, at most %d grants while one waiter waited", len(overtaken), worst)
-	assert.LessOrEqual(t, worst, waiters+1)
-	assert.Empty(t, keysLeft(t, srv.Client(t), cfg.Prefix))
+	t.Logf("%d grants; %d queued pairs checked, %d granted out of order; at most %d grants while one waiter waited",
+		len(order), pairs, bad, worst)
+	assert.Zero(t, bad, "waiters granted out of queue order")
+	assert.Greater(t, pairs, 0, "no queue snapshot was taken")
+	assert.Empty(t, keysLeft(t, c, cfg.Prefix))
 }
 
 func TestFIFOCheck(t *testing.T) {
