@@ -5,13 +5,13 @@
 // Put the decorator outermost, so that its Lock span covers everything the
 // inner layers do (retries, waits) and its lease wraps theirs:
 //
-//	locker := otellock.Middleware()(retrying(autoExtending(m)))
-//	// or, equivalently:
-//	locker := middleware.Chain(m, otellock.Middleware(), retrying, autoExtending)
+//	locker := middleware.Chain(m, otellock.Middleware(), middleware.Retry(), middleware.AutoExtend())
+//	// locker is otellock.Middleware()(middleware.Retry()(middleware.AutoExtend()(m)))
 //
-// where m is a *mutex.Mutex. Extensions made by an inner layer in the
-// background are not seen as Extend calls; a failed one shows as a lost
-// lease.
+// where m is a *mutex.Mutex. Renewals made by AutoExtend in the background
+// are not Extend calls of this layer: a failed one shows as a lost lease.
+// Decorated leases implement mutex.Unwrapper, and pass through Deadline and
+// mutex.AutoExtender when the inner lease has them.
 //
 // By default the global TracerProvider and MeterProvider are used (see
 // WithTracerProvider and WithMeterProvider). Both use the instrumentation

@@ -30,7 +30,6 @@ type lease struct {
 // The optional methods a lease may have, passed through when the inner
 // lease has them.
 type deadliner interface{ Deadline() time.Time }
-type autoExtender interface{ AutoExtended() bool }
 
 type leaseDeadline struct{ *lease }
 
@@ -38,20 +37,20 @@ func (l leaseDeadline) Deadline() time.Time { return l.inner.(deadliner).Deadlin
 
 type leaseAuto struct{ *lease }
 
-func (l leaseAuto) AutoExtended() bool { return l.inner.(autoExtender).AutoExtended() }
+func (l leaseAuto) AutoExtended() bool { return l.inner.(mutex.AutoExtender).AutoExtended() }
 
 type leaseDeadlineAuto struct{ *lease }
 
 func (l leaseDeadlineAuto) Deadline() time.Time { return l.inner.(deadliner).Deadline() }
-func (l leaseDeadlineAuto) AutoExtended() bool  { return l.inner.(autoExtender).AutoExtended() }
+func (l leaseDeadlineAuto) AutoExtended() bool  { return l.inner.(mutex.AutoExtender).AutoExtended() }
 
 var (
-	_ mutex.Lease     = (*lease)(nil)
-	_ mutex.Unwrapper = (*lease)(nil)
-	_ deadliner       = leaseDeadline{}
-	_ autoExtender    = leaseAuto{}
-	_ deadliner       = leaseDeadlineAuto{}
-	_ autoExtender    = leaseDeadlineAuto{}
+	_ mutex.Lease        = (*lease)(nil)
+	_ mutex.Unwrapper    = (*lease)(nil)
+	_ deadliner          = leaseDeadline{}
+	_ mutex.AutoExtender = leaseAuto{}
+	_ deadliner          = leaseDeadlineAuto{}
+	_ mutex.AutoExtender = leaseDeadlineAuto{}
 )
 
 // watchDelay is how long after the grant a goroutine starts watching a
@@ -86,7 +85,7 @@ func (ins *instruments) wrap(inner mutex.Lease, caller trace.Span, sc trace.Span
 		})
 	}
 	_, dl := inner.(deadliner)
-	_, ae := inner.(autoExtender)
+	_, ae := inner.(mutex.AutoExtender)
 	switch {
 	case dl && ae:
 		return leaseDeadlineAuto{l}

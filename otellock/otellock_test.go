@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/middleware"
 	"github.com/distlock/distlock/mutex"
 	"github.com/distlock/distlock/otellock"
 )
@@ -554,4 +555,39 @@ func TestLongHoldThenUnlock(t *testing.T) {
 	assert.Equal(t, uint64(1), n)
 	assert.GreaterOrEqual(t, total, 0.03)
 	assert.Empty(t, h.ended("distlock.LeaseLost"))
+}
+
+func TestInChainWithAutoExtend(t *testing.T) {
+	h := newHarness(t, 300*time.Millisecond)
+	l := middleware.Chain(h.m,
+		otellock.Middleware(otellock.WithTracerProvider(h.tp), otellock.WithMeterProvider(h.mp)),
+		middleware.Retry(),
+		middleware.AutoExtend(),
+	)
+	k := key(t, "a")
+	lease, err := l.Lock(t.Context(), k)
+	require.NoError(t, err)
+	ae, ok := lease.(mutex.AutoExtender)
+	require.True(t, ok, "AutoExtended is passed through")
+	assert.True(t, ae.AutoExtended())
+
+	// Another owner takes the key: the next background renewal finds it
+	// gone, which ends the lease, and the loss is recorded.
+	rdb := redistest.Shared(t).Client(t)
+	n, err := rdb.Del(t.Context(), h.m.Prefix()+":{"+k+"}").Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+	other, err := h.m.TryLock(t.Context(), k)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Unlock(context.Background()) })
+
+	waitDone(t, lease)
+	require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld)
+	require.Eventually(t, func() bool {
+		return sum(t, h.collect(t), otellock.MetricLost) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+	lost := h.one(t, "distlock.LeaseLost")
+	assert.Equal(t, h.one(t, "distlock.Lock").SpanContext().SpanID(), lost.Parent().SpanID())
+	assert.Empty(t, h.ended("distlock.Extend"), "background renewals are not Extend calls of this layer")
+	require.ErrorIs(t, lease.Unlock(t.Context()), mutex.ErrNotHeld)
 }
