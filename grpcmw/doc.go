@@ -32,6 +32,19 @@
 // KeyFunc gets a nil req: take the key of a stream from its metadata
 // ([Metadata]) or its method.
 //
+// # Lockers
+//
+// The Locker may be a *mutex.Mutex or any decorated Locker; a chain is
+// written outermost first:
+//
+//	l := middleware.Chain(m, otellock.Middleware(), middleware.Retry())
+//	// l is otellock(Retry(m)); the middleware locks through it:
+//	grpcmw.UnaryServerInterceptor(l, key)
+//
+// Waiting for a busy key is the job of WithWait, not of a retrying
+// decorator. A lease that a decorator such as middleware.AutoExtend already
+// extends is not extended a second time.
+//
 // # Status codes
 //
 // Status messages are short fixed texts that never reveal Redis addresses,
@@ -62,6 +75,7 @@
 //
 // A handler that locks the key its call is serialized on through the same
 // Locker with [mutex.WithLock] joins the call's lease instead of waiting for
-// itself; a direct Lock of that key on the *mutex.Mutex fails at once with
-// [mutex.ErrReentrant].
+// itself, and so does a second interceptor on the same key. A direct Lock of
+// that key, or WithLock through another Locker over the same Mutex, fails at
+// once with [mutex.ErrReentrant].
 package grpcmw

@@ -405,6 +405,8 @@ func TestSetupErrors(t *testing.T) {
 		{"negative wait", byService, m, []grpcmw.Option{grpcmw.WithWait(-time.Second)}},
 		{"busy code OK", byService, m, []grpcmw.Option{grpcmw.WithBusyCode(codes.OK)}},
 		{"unknown busy code", byService, m, []grpcmw.Option{grpcmw.WithBusyCode(codes.Code(99))}},
+		{"Namespace of nil", grpcmw.Namespace("ns", nil), m, nil},
+		{"Locker refusing its setup", byService, badLocker{m}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -423,4 +425,11 @@ func TestSetupErrors(t *testing.T) {
 			assert.ErrorIs(t, hooked[0], mutex.ErrInvalid)
 		})
 	}
+}
+
+// badLocker is a Locker whose own configuration is bad.
+type badLocker struct{ mutex.Locker }
+
+func (badLocker) TryLock(context.Context, ...string) (mutex.Lease, error) {
+	return nil, fmt.Errorf("%w: bad option", mutex.ErrInvalid)
 }

@@ -57,12 +57,12 @@ func Metadata(name string) KeyFunc {
 // colon, leaving calls that key does not serialize alone.
 // Namespace("account", k) locks "account:42" where k returns "42". Give
 // each resource a fixed namespace that is not a prefix of another one
-// followed by a colon.
+// followed by a colon. Namespace of a nil KeyFunc is nil.
 func Namespace(ns string, key KeyFunc) KeyFunc {
+	if key == nil {
+		return nil
+	}
 	return func(ctx context.Context, fullMethod string, req any) (string, bool, error) {
-		if key == nil {
-			return "", true, fmt.Errorf("%w: nil KeyFunc in namespace %q", ErrInvalidKey, ns)
-		}
 		k, ok, err := key(ctx, fullMethod, req)
 		if err != nil || !ok {
 			return "", ok, err

@@ -97,8 +97,8 @@ func WithSkip(skip func(fullMethod string) bool) Option {
 // WithFailOpen, and errors after the handler ran, such as a lease lost while
 // it ran (wrapping mutex.ErrNotHeld) or a failed release. err wraps
 // ErrMissingKey, ErrInvalidKey, mutex.ErrNotObtained, ErrUnavailable,
-// mutex.ErrInvalid (setup errors) or mutex.ErrReentrant, and may hold
-// internal details that the client never sees.
+// mutex.ErrInvalid or mutex.ErrReentrant (the interceptor or its Locker is
+// misconfigured), and may hold internal details that the client never sees.
 func WithErrorHook(hook func(ctx context.Context, fullMethod string, err error)) Option {
 	return optionFunc(func(c *config) { c.hook = hook })
 }

@@ -26,6 +26,22 @@
 //     [mutex.ErrNotHeld] if the lease is lost, and the lease is released when
 //     the handler returns, even if it panics.
 //
+// # Lockers
+//
+// The Locker may be a *mutex.Mutex or any decorated Locker; a chain is
+// written outermost first:
+//
+//	l := middleware.Chain(m, otellock.Middleware(), middleware.Retry())
+//	// l is otellock(Retry(m)); the middleware locks through it:
+//	httpmw.Serialize(l, key)
+//
+// Waiting for a busy key is the job of WithWait, not of a retrying
+// decorator. A lease that a decorator such as middleware.AutoExtend already
+// extends is not extended a second time. Code under the middleware that
+// locks the same key again must use the same Locker to join the held lease:
+// [mutex.WithLock] with another Locker over the same Mutex fails at once
+// with [mutex.ErrReentrant] rather than waiting for itself.
+//
 // # Answers
 //
 // The default answers are short fixed texts that never reveal Redis

@@ -139,7 +139,8 @@ func (h *handler) acquire(ctx context.Context, key string) (mutex.Lease, error) 
 	case errors.Is(err, mutex.ErrNotObtained), errors.Is(err, mutex.ErrReentrant):
 		return nil, err
 	case errors.Is(err, mutex.ErrInvalid):
-		return nil, fmt.Errorf("%w: %w", ErrInvalidKey, err)
+		// The key passed validation: the Locker is misconfigured.
+		return nil, err
 	case ctx.Err() != nil:
 		// The request ended during a Redis call: not a Redis failure.
 		return nil, &mutex.NotObtainedError{Cause: ctx.Err()}

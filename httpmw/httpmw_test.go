@@ -435,6 +435,12 @@ func TestSetupErrors(t *testing.T) {
 		{"busy status 200", func(o httpmw.Option) func(http.Handler) http.Handler {
 			return httpmw.Serialize(m, httpmw.Query("k"), o, httpmw.WithBusyStatus(http.StatusOK))
 		}},
+		{"Namespace of nil", func(o httpmw.Option) func(http.Handler) http.Handler {
+			return httpmw.Serialize(m, httpmw.Namespace("ns", nil), o)
+		}},
+		{"Locker refusing its setup", func(o httpmw.Option) func(http.Handler) http.Handler {
+			return httpmw.Serialize(badLocker{m}, httpmw.Query("k"), o)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -502,4 +508,11 @@ func TestRequestEndsWhileWaiting(t *testing.T) {
 	err = recv(t, hooked, "hook")
 	assert.ErrorIs(t, err, mutex.ErrNotObtained)
 	assert.ErrorIs(t, err, context.Canceled)
+}
+
+// badLocker is a Locker whose own configuration is bad.
+type badLocker struct{ mutex.Locker }
+
+func (badLocker) TryLock(context.Context, ...string) (mutex.Lease, error) {
+	return nil, fmt.Errorf("%w: bad option", mutex.ErrInvalid)
 }

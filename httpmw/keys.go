@@ -66,12 +66,13 @@ func Query(name string) KeyFunc {
 // colon: Namespace("account", PathValue("id")) locks "account:42" for
 // /accounts/42. Namespaces keep the keys of different resources apart when
 // they share a Locker; give each resource a fixed namespace that is not a
-// prefix of another one followed by a colon.
+// prefix of another one followed by a colon. Namespace of a nil KeyFunc is
+// nil.
 func Namespace(ns string, key KeyFunc) KeyFunc {
+	if key == nil {
+		return nil
+	}
 	return func(r *http.Request) (string, error) {
-		if key == nil {
-			return "", fmt.Errorf("%w: nil KeyFunc in namespace %q", ErrInvalidKey, ns)
-		}
 		k, err := key(r)
 		if err != nil {
 			return "", err

@@ -107,8 +107,8 @@ func WithSkipMethods(methods ...string) Option {
 // mutex.ErrNotObtained (the key stayed busy, or the request ended while
 // waiting; a *mutex.NotObtainedError carries RetryAfter), ErrUnavailable
 // (Redis failed) or mutex.ErrInvalid and mutex.ErrReentrant (the middleware
-// is misconfigured). err may hold internal details: do not send it to the
-// client.
+// or its Locker is misconfigured). err may hold internal details: do not
+// send it to the client.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) Option {
 	return optionFunc(func(c *config) { c.onError = h })
 }
