@@ -516,3 +516,29 @@ type badLocker struct{ mutex.Locker }
 func (badLocker) TryLock(context.Context, ...string) (mutex.Lease, error) {
 	return nil, fmt.Errorf("%w: bad option", mutex.ErrInvalid)
 }
+
+func TestLeaseExtendedWhileHandlerRuns(t *testing.T) {
+	srv := redistest.Shared(t)
+	const ttl = 500 * time.Millisecond
+	m := newMutex(t, srv, mutex.Config{TTL: ttl})
+	other := newMutex(t, srv, mutex.Config{TTL: ttl})
+	g := newGate()
+	ended := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.ServeHTTP(w, r)
+		ended <- context.Cause(r.Context())
+	})
+	mux := http.NewServeMux()
+	mux.Handle("POST /long/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(h))
+	web := serve(t, mux)
+
+	res := async(t, "POST", web.URL+"/long/job")
+	recv(t, g.started, "handler start")
+	// Well past the TTL, the request still holds its key.
+	time.Sleep(3 * ttl)
+	_, err := other.TryLock(t.Context(), "job")
+	assert.ErrorIs(t, err, mutex.ErrNotObtained)
+	close(g.release)
+	assert.NoError(t, recv(t, ended, "handler end"), "the request's context was not cancelled")
+	assert.Equal(t, http.StatusOK, recv(t, res, "answer").status)
+}
