@@ -56,16 +56,16 @@ type config struct {
 
 // WithTracerProvider sets the TracerProvider that creates the spans. The
 // default, also used for nil, is the global one (otel.GetTracerProvider) at
-// the time Middleware is called; a global provider set later still takes
-// effect.
+// the time Middleware is called. As for any instrumentation, while no global
+// provider has been set, the first one set later is used.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(c *config) { c.tp = tp })
 }
 
 // WithMeterProvider sets the MeterProvider that creates the instruments. The
 // default, also used for nil, is the global one (otel.GetMeterProvider) at
-// the time Middleware is called; a global provider set later still takes
-// effect.
+// the time Middleware is called. As for any instrumentation, while no global
+// provider has been set, the first one set later is used.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) { c.mp = mp })
 }

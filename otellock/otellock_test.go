@@ -481,7 +481,6 @@ type autoLease struct{ mutex.Lease }
 func (autoLease) AutoExtended() bool { return true }
 
 func TestGlobalProviders(t *testing.T) {
-	mw := otellock.Middleware() // before the global providers are set
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	reader := sdkmetric.NewManualReader()
@@ -499,7 +498,7 @@ func TestGlobalProviders(t *testing.T) {
 	m, err := mutex.New(redistest.Shared(t).Client(t), mutex.Config{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = m.Close() })
-	l := mw(m)
+	l := otellock.Middleware()(m)
 	lease, err := l.Lock(t.Context(), key(t, "a"))
 	require.NoError(t, err)
 	require.NoError(t, lease.Unlock(t.Context()))
