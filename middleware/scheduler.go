@@ -61,6 +61,12 @@ type SchedulerStats struct {
 // ended. So a Scheduler needs no Close, and the process-wide one used by
 // default is never closed. Close is for a Scheduler that its owner wants to
 // stop at a given moment.
+//
+// A renewal in flight ends at the latest validity deadline of its batch,
+// provided the client honours context deadlines (go-redis does with
+// redis.Options.ContextTimeoutEnabled); otherwise, when Redis does not
+// answer, it ends with the client's read timeout. Either way each lease
+// still ends at its own deadline.
 type Scheduler struct {
 	workers int
 	batch   int
