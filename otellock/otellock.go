@@ -208,22 +208,26 @@ var _ mutex.Locker = (*locker)(nil)
 
 // Lock records a distlock.Lock span covering the whole wait.
 func (l *locker) Lock(ctx context.Context, keys ...string) (mutex.Lease, error) {
-	return l.acquire(ctx, OperationLock, spanLock, keys, l.inner.Lock)
+	return l.acquire(ctx, OperationLock, spanLock, keys, false)
 }
 
 // TryLock records a distlock.TryLock span.
 func (l *locker) TryLock(ctx context.Context, keys ...string) (mutex.Lease, error) {
-	return l.acquire(ctx, OperationTryLock, spanTryLock, keys, l.inner.TryLock)
+	return l.acquire(ctx, OperationTryLock, spanTryLock, keys, true)
 }
 
-func (l *locker) acquire(ctx context.Context, op, name string, keys []string,
-	fn func(context.Context, ...string) (mutex.Lease, error),
-) (mutex.Lease, error) {
+func (l *locker) acquire(ctx context.Context, op, name string, keys []string, try bool) (mutex.Lease, error) {
 	ins := l.ins
 	caller := trace.SpanFromContext(ctx)
-	ctx, span := ins.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := ins.tracer.Start(ctx, name, internalKind...)
 	start := time.Now()
-	inner, err := fn(ctx, keys...)
+	var inner mutex.Lease
+	var err error
+	if try {
+		inner, err = l.inner.TryLock(ctx, keys...)
+	} else {
+		inner, err = l.inner.Lock(ctx, keys...)
+	}
 	granted := time.Now()
 	wait := granted.Sub(start)
 	outcome := acquireOutcome(err)
@@ -268,7 +272,7 @@ var errNilLease = errors.New("otellock: the decorated Locker returned neither a 
 // Check records a distlock.Check span.
 func (l *locker) Check(ctx context.Context, keys ...string) (mutex.Status, error) {
 	ins := l.ins
-	ctx, span := ins.tracer.Start(ctx, spanCheck, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := ins.tracer.Start(ctx, spanCheck, internalKind...)
 	st, err := l.inner.Check(ctx, keys...)
 	if span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 4)
