@@ -13,6 +13,9 @@
 // Decorated leases implement mutex.Unwrapper, and pass through Deadline and
 // mutex.AutoExtender when the inner lease has them.
 //
+// The decorated Locker and its leases return the errors of the inner ones
+// unchanged, so errors.Is works as documented by package mutex.
+//
 // By default the global TracerProvider and MeterProvider are used (see
 // WithTracerProvider and WithMeterProvider). Both use the instrumentation
 // scope ScopeName, version Version.
@@ -86,7 +89,8 @@
 // watched by a goroutine that waits for its Done channel and records the
 // end; a loss within those first 10ms is reported at their end. Leases
 // released sooner, as most are, never start one. The goroutine ends with the
-// lease, which always ends: by Unlock, by loss, or when its validity runs
-// out. When neither a recording span nor an enabled instrument observes the
+// lease: at Unlock, at a loss, or when its validity runs out (an
+// auto-extended lease ends only at Unlock or a loss, so unlock every lease).
+// When neither a recording span nor an enabled instrument observes the
 // lease (no-op providers), no goroutine is started at all.
 package otellock
