@@ -42,7 +42,7 @@ func waitRenewals(t *testing.T, s *middleware.Scheduler, n uint64) {
 
 func TestAutoExtendKeepsLease(t *testing.T) {
 	srv := redistest.Shared(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: 600 * time.Millisecond}
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Second}
 	m := newMutex(t, srv.Client(t), cfg)
 	other := newMutex(t, srv.Client(t), cfg)
 	s := newScheduler(t, middleware.SchedulerConfig{})
@@ -71,7 +71,7 @@ func TestAutoExtendKeepsLease(t *testing.T) {
 
 func TestAutoExtendTiming(t *testing.T) {
 	srv := redistest.Shared(t)
-	ttl := time.Second
+	ttl := 2 * time.Second
 	m := newMutex(t, srv.Client(t), mutex.Config{Prefix: prefix(t), TTL: ttl})
 	const slack = 20 * time.Millisecond // batching window and clock reading
 
@@ -83,8 +83,8 @@ func TestAutoExtendTiming(t *testing.T) {
 		earliest func(v time.Duration) time.Duration
 	}{
 		{"default", nil, func(v time.Duration) time.Duration { return v / 3 }},
-		{"threshold", []middleware.AutoExtendOption{middleware.WithThreshold(300 * time.Millisecond)},
-			func(v time.Duration) time.Duration { return v - 300*time.Millisecond }},
+		{"threshold", []middleware.AutoExtendOption{middleware.WithThreshold(time.Second)},
+			func(v time.Duration) time.Duration { return v - time.Second }},
 		{"interval", []middleware.AutoExtendOption{middleware.WithInterval(200 * time.Millisecond)},
 			func(time.Duration) time.Duration { return 200 * time.Millisecond }},
 		{"interval before threshold", []middleware.AutoExtendOption{
@@ -225,19 +225,19 @@ func (o opaqueLease) Extend(ctx context.Context) error {
 
 func TestAutoExtendWithoutDeadline(t *testing.T) {
 	srv := redistest.Shared(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: 400 * time.Millisecond}
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Second}
 	m := newMutex(t, srv.Client(t), cfg)
 	other := newMutex(t, srv.Client(t), cfg)
 	s := newScheduler(t, middleware.SchedulerConfig{})
-	l := middleware.Chain(m, middleware.AutoExtend(middleware.WithScheduler(s), middleware.WithInterval(50*time.Millisecond)), opaque)
+	l := middleware.Chain(m, middleware.AutoExtend(middleware.WithScheduler(s), middleware.WithInterval(100*time.Millisecond)), opaque)
 	before := extendCount.Load()
 	lease, err := l.TryLock(t.Context(), "k")
 	require.NoError(t, err)
 	granted := time.Now()
-	// Twenty renewals every 50ms span more than twice the TTL.
-	waitRenewals(t, s, 20)
-	assert.GreaterOrEqual(t, time.Since(granted), 20*50*time.Millisecond-100*time.Millisecond)
-	assert.GreaterOrEqual(t, extendCount.Load()-before, int64(20), "renewed through the opaque lease")
+	// Twenty-five renewals every 100ms span more than twice the TTL.
+	waitRenewals(t, s, 25)
+	assert.GreaterOrEqual(t, time.Since(granted), 25*100*time.Millisecond-100*time.Millisecond)
+	assert.GreaterOrEqual(t, extendCount.Load()-before, int64(25), "renewed through the opaque lease")
 	require.NoError(t, lease.Err())
 	_, err = other.TryLock(t.Context(), "k")
 	require.ErrorIs(t, err, mutex.ErrNotObtained)

@@ -83,21 +83,21 @@ func ExampleRetry() {
 func ExampleAutoExtend() {
 	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
 	defer client.Close()
-	m, err := mutex.New(client, mutex.Config{Prefix: "example-autoextend", TTL: 300 * time.Millisecond})
+	m, err := mutex.New(client, mutex.Config{Prefix: "example-autoextend", TTL: time.Second})
 	if err != nil {
 		panic(err)
 	}
 	defer m.Close()
 	ctx := context.Background()
 
-	// Renew when less than 100ms of validity is left, like the seed's
+	// Renew when less than 500ms of validity is left, like the seed's
 	// automaticExtensionThreshold.
-	locker := middleware.AutoExtend(middleware.WithThreshold(100 * time.Millisecond))(m)
+	locker := middleware.AutoExtend(middleware.WithThreshold(500 * time.Millisecond))(m)
 	lease, err := locker.Lock(ctx, "import:customers")
 	if err != nil {
 		panic(err)
 	}
-	time.Sleep(time.Second) // more than three TTLs
+	time.Sleep(1500 * time.Millisecond) // longer than the TTL
 	fmt.Println("still held:", lease.Err() == nil)
 
 	// Unlock stops the renewals.

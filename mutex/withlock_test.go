@@ -69,12 +69,12 @@ func TestWithLockRunsUnderLock(t *testing.T) {
 }
 
 func TestWithLockExtendsWhileRunning(t *testing.T) {
-	ttl := 500 * time.Millisecond
+	ttl := time.Second
 	m, other, cfg := wlSetup(t, ttl)
 	err := mutex.WithLock(t.Context(), m, "k", func(ctx context.Context) error {
 		start := time.Now()
-		// Keep checking past three TTLs that nobody else can lock.
-		for time.Since(start) < 3*ttl {
+		// Keep checking past two TTLs that nobody else can lock.
+		for time.Since(start) < 2*ttl+ttl/2 {
 			_, err := other.TryLock(ctx, "k")
 			require.ErrorIs(t, err, mutex.ErrNotObtained)
 			require.NoError(t, ctx.Err())
@@ -260,7 +260,7 @@ func TestRunLockedWatchesAutoExtendedLeases(t *testing.T) {
 }
 
 func TestRunLockedRetriesFailedExtensions(t *testing.T) {
-	ttl := 600 * time.Millisecond
+	ttl := time.Second
 	m, other, _ := wlSetup(t, ttl)
 	lease, err := m.TryLock(t.Context(), "k")
 	require.NoError(t, err)
