@@ -323,3 +323,27 @@ func TestRetryRecoversFromRestart(t *testing.T) {
 	require.NoError(t, res.lease.Unlock(t.Context()))
 	assert.Empty(t, keysLeft(t, srv.Client(t), prefix(t)))
 }
+
+func TestRetryBackoffGrows(t *testing.T) {
+	m := newMutex(t, redistest.Shared(t).Client(t), mutex.Config{Prefix: prefix(t)})
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	var calls []time.Time
+	_, mw := record(func(int) error {
+		calls = append(calls, time.Now())
+		return reset
+	})
+	l := middleware.Chain(m, middleware.Retry(
+		middleware.WithAttempts(5),
+		middleware.WithMinDelay(20*time.Millisecond),
+		middleware.WithMaxDelay(80*time.Millisecond),
+		middleware.WithFactor(2),
+		middleware.WithJitter(false),
+	), mw)
+	_, err := l.Check(t.Context(), "k")
+	require.ErrorIs(t, err, syscall.ECONNRESET)
+	require.Len(t, calls, 5)
+	// Without jitter the delays are 20, 40, 80 and (capped) 80ms.
+	for i, want := range []time.Duration{20, 40, 80, 80} {
+		assert.GreaterOrEqual(t, calls[i+1].Sub(calls[i]), want*time.Millisecond, "delay %d", i+1)
+	}
+}
