@@ -52,24 +52,31 @@ func commands(b *testing.B, c *redis.Client) int64 {
 	return n
 }
 
-// BenchmarkLockUnlock measures an uncontended Lock and Unlock. It reports
-// the median time as a ratio to a PING round trip measured in the same run
-// ("ping-ratio"), and the Redis commands (script-internal ones included) and
-// round trips (EVALSHA calls) per Lock+Unlock.
+// BenchmarkLockUnlock measures an uncontended Lock and Unlock. Each
+// iteration also times one PING round trip on the same client, so that the
+// median Lock+Unlock is reported as a ratio to the median PING taken under
+// the same conditions ("ping-ratio"). It also reports the Redis commands
+// (script-internal ones included) and round trips (EVALSHA calls) per
+// Lock+Unlock.
 func BenchmarkLockUnlock(b *testing.B) {
 	srv := redistest.Shared(b)
 	c := srv.Client(b)
-	m := newMutex(b, srv, mutex.Config{Prefix: "bench-lock"})
+	m, err := mutex.New(c, mutex.Config{Prefix: "bench-lock"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
 	ctx := context.Background()
 	for range 100 { // warm up connections and the script cache
 		l, _ := m.Lock(ctx, "k")
 		_ = l.Unlock(ctx)
 	}
-	ping := pingP50(b, c)
 	if err := redistest.ResetStats(ctx, c); err != nil {
 		b.Fatal(err)
 	}
 	d := make([]time.Duration, 0, b.N)
+	pings := make([]time.Duration, 0, b.N)
+	var pingTime time.Duration
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -82,12 +89,23 @@ func BenchmarkLockUnlock(b *testing.B) {
 			b.Fatal(err)
 		}
 		d = append(d, time.Since(start))
+
+		b.StopTimer()
+		start = time.Now()
+		if err := c.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+		p := time.Since(start)
+		pings = append(pings, p)
+		pingTime += p
+		b.StartTimer()
 	}
 	b.StopTimer()
 	stats, err := redistest.CommandStats(ctx, c)
 	if err != nil {
 		b.Fatal(err)
 	}
+	ping := percentile(pings, 50)
 	b.ReportMetric(float64(percentile(d, 50))/float64(ping), "ping-ratio")
 	b.ReportMetric(float64(ping.Microseconds()), "ping-µs")
 	b.ReportMetric(float64(commands(b, c)-1)/float64(b.N), "redis-cmds/op")
@@ -96,7 +114,11 @@ func BenchmarkLockUnlock(b *testing.B) {
 
 // BenchmarkHandoff measures the time from Unlock in one Mutex to the grant
 // in a waiter of another Mutex, each on its own connection, as a ratio to a
-// PING round trip measured in the same run (p50 and p99).
+// PING round trip measured in the same run (p50 and p99). Because the waiter
+// sleeps until the release, the time includes waking an idle process; so
+// each iteration also measures the floor of any pub/sub handoff under the
+// same conditions, a PUBLISH reaching an idle subscriber that then makes
+// one round trip, and reports the handoff's p50 as a ratio to that too.
 func BenchmarkHandoff(b *testing.B) {
 	srv := redistest.Shared(b)
 	c := srv.Client(b)
@@ -104,13 +126,16 @@ func BenchmarkHandoff(b *testing.B) {
 	ms := [2]*mutex.Mutex{newMutex(b, srv, cfg), newMutex(b, srv, cfg)}
 	ctx := context.Background()
 	channel := cfg.Prefix + ":{k}"
-	ping := pingP50(b, c)
+
+	floorOnce := floorProbe(b, srv, c)
 
 	holder, err := ms[0].Lock(ctx, "k")
 	if err != nil {
 		b.Fatal(err)
 	}
 	d := make([]time.Duration, 0, b.N)
+	floor := make([]time.Duration, 0, b.N)
+	pings := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {
 		waiter := ms[(i+1)%2]
@@ -124,7 +149,7 @@ func BenchmarkHandoff(b *testing.B) {
 			l, err := waiter.Lock(ctx, "k")
 			got <- grant{time.Now(), l, err}
 		}()
-		// Unlock once the waiter listens for the release.
+		// Unlock once the waiter listens for the release and is idle.
 		for {
 			n, err := c.PubSubNumSub(ctx, channel).Result()
 			if err != nil {
@@ -135,7 +160,7 @@ func BenchmarkHandoff(b *testing.B) {
 			}
 			time.Sleep(50 * time.Microsecond)
 		}
-		time.Sleep(200 * time.Microsecond) // let its re-check attempt finish
+		time.Sleep(time.Millisecond)
 		start := time.Now()
 		if err := holder.Unlock(ctx); err != nil {
 			b.Fatal(err)
@@ -146,19 +171,64 @@ func BenchmarkHandoff(b *testing.B) {
 		}
 		d = append(d, g.at.Sub(start))
 		holder = g.lease
+
+		b.StopTimer()
+		floor = append(floor, floorOnce())
+		start = time.Now()
+		if err := c.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+		pings = append(pings, time.Since(start))
+		b.StartTimer()
 	}
 	b.StopTimer()
 	_ = holder.Unlock(ctx)
+	ping := percentile(pings, 50)
 	b.ReportMetric(float64(percentile(d, 50))/float64(ping), "p50-ping-ratio")
 	b.ReportMetric(float64(percentile(d, 99))/float64(ping), "p99-ping-ratio")
+	b.ReportMetric(float64(percentile(d, 50))/float64(percentile(floor, 50)), "p50-floor-ratio")
 	b.ReportMetric(float64(percentile(d, 50).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(percentile(floor, 50).Microseconds()), "floor-µs")
 	b.ReportMetric(float64(ping.Microseconds()), "ping-µs")
+}
+
+// floorProbe returns a function that measures the floor of a pub/sub
+// handoff: after a millisecond idle, a PUBLISH from c reaches a subscriber on
+// its own connection, which then makes one round trip.
+func floorProbe(b *testing.B, srv *redistest.Server, c *redis.Client) func() time.Duration {
+	ctx := context.Background()
+	sub := srv.Client(b)
+	ps := sub.Subscribe(ctx, "bench-floor")
+	b.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(ctx); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan time.Time)
+	go func() {
+		defer close(done)
+		for {
+			if _, err := ps.ReceiveMessage(ctx); err != nil {
+				return
+			}
+			_ = sub.Ping(ctx).Err()
+			done <- time.Now()
+		}
+	}()
+	return func() time.Duration {
+		time.Sleep(time.Millisecond)
+		start := time.Now()
+		if err := c.Publish(ctx, "bench-floor", "").Err(); err != nil {
+			b.Fatal(err)
+		}
+		return (<-done).Sub(start)
+	}
 }
 
 // BenchmarkContended reproduces a hot key: the lock is held hold per grant
 // by waiters goroutines spread over four Mutexes, each on its own
 // connection. It reports the handoff time (Unlock → next grant) at p50 and
-// p99 as ratios to a PING round trip of the same run, the lock utilization
+// p99 as ratios to a PING round trip of the same run, the p50 as a ratio to
+// the floor of a pub/sub handoff (see floorProbe), the lock utilization
 // (time held ÷ wall time), the Redis commands per grant (script-internal
 // ones included) and the most grants that happened while one waiter waited.
 func BenchmarkContended(b *testing.B) {
@@ -180,6 +250,12 @@ func benchContended(b *testing.B, fifo bool, waiters int, hold time.Duration) {
 	}
 	ctx := context.Background()
 	ping := pingP50(b, c)
+	probe := floorProbe(b, srv, c)
+	floors := make([]time.Duration, 200)
+	for i := range floors {
+		floors[i] = probe()
+	}
+	floor := percentile(floors, 50)
 	// Warm up: every waiter subscribes and takes the lock once.
 	fifoRun(b, ms, "k", waiters, 2*waiters, 0)
 	if err := redistest.ResetStats(ctx, c); err != nil {
@@ -237,7 +313,9 @@ func benchContended(b *testing.B, fifo bool, waiters int, hold time.Duration) {
 	wall := events[len(events)-1].unlocking.Sub(events[0].granted)
 	b.ReportMetric(float64(percentile(handoffs, 50))/float64(ping), "p50-ping-ratio")
 	b.ReportMetric(float64(percentile(handoffs, 99))/float64(ping), "p99-ping-ratio")
+	b.ReportMetric(float64(percentile(handoffs, 50))/float64(floor), "p50-floor-ratio")
 	b.ReportMetric(float64(percentile(handoffs, 99).Microseconds()), "p99-µs")
+	b.ReportMetric(float64(floor.Microseconds()), "floor-µs")
 	b.ReportMetric(float64(held)/float64(wall), "utilization")
 	b.ReportMetric(float64(commands(b, c)-1)/float64(len(events)), "redis-cmds/grant")
 	b.ReportMetric(float64(overtaken), "max-grants-while-waiting")

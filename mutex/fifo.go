@@ -52,7 +52,7 @@ func (m *Mutex) release(ctx context.Context, l *lease) (int, error) {
 	for _, k := range l.rkeys {
 		keys = append(keys, k, queueKey(k))
 	}
-	return fifoReleaseScript.Run(ctx, m.client, keys, l.value, l.fence, young).Int()
+	return fifoReleaseScript.Run(ctx, m.client, keys, l.value, l.fence, young, m.wakeBase).Int()
 }
 
 // checkFIFO counts the resources that are held or queued for.
@@ -79,7 +79,7 @@ func (m *Mutex) checkFIFO(ctx context.Context, rkeys []string) (int64, error) {
 func (m *Mutex) fifoLock(ctx context.Context, keys, rkeys []string, token string, try bool) (*lease, *NotObtainedError, error) {
 	if token == "" {
 		var err error
-		if token, err = newToken(); err != nil {
+		if token, err = m.newToken(); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -150,18 +150,19 @@ func (m *Mutex) leave(rkeys []string, token string) {
 		defer m.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token).Err()
+		_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.wakeBase).Err()
 	}()
 }
 
 // waitFIFO implements Lock in FIFO mode. Every call joins the Redis queue
 // of each of its keys under its own token; a release publishes the token of
-// the head of the queue, so exactly that waiter tries.
+// the head of the queue on the wake channel of the head's Mutex, so exactly
+// that waiter, and no other process, wakes.
 func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &NotObtainedError{Cause: err}
 	}
-	token, err := newToken()
+	token, err := m.newToken()
 	if err != nil {
 		return nil, err
 	}
@@ -192,24 +193,18 @@ func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, erro
 
 	// Listen for our token before joining the queue, so that no wake-up
 	// can be missed.
-	w, err := m.enqueue(rkeys)
+	w, err := m.enqueue(rkeys, token)
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	w.token = token
-	m.tokens[token] = w
-	m.mu.Unlock()
 	defer m.dequeue(w, false)
-	for _, q := range w.queues {
-		select {
-		case <-q.subscribed:
-		case <-ctx.Done():
-			return nil, notObtained(last, ctx.Err())
-		case <-time.After(m.ttl):
-			// The pub/sub connection is slow or down: the renewal loop
-			// still wakes the head of a queue whose lock is free.
-		}
+	select {
+	case <-m.wakeReady:
+	case <-ctx.Done():
+		return nil, notObtained(last, ctx.Err())
+	case <-time.After(m.ttl):
+		// The pub/sub connection is slow or down: the renewal loop still
+		// wakes the head of a queue whose lock is free.
 	}
 
 	join := func() (*lease, error) {
@@ -317,8 +312,8 @@ func (m *Mutex) renew(groups map[string][]string) {
 	args := make([][]any, 0, len(groups))
 	keys := make([][]string, 0, len(groups))
 	for k, tokens := range groups {
-		a := make([]any, 0, 1+len(tokens))
-		a = append(a, fifoLivenessMS)
+		a := make([]any, 0, 2+len(tokens))
+		a = append(a, fifoLivenessMS, m.wakeBase)
 		for _, t := range tokens {
 			a = append(a, t)
 		}

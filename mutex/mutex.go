@@ -126,6 +126,7 @@ var (
 // Mutex is a Locker on one Redis deployment. It is safe for concurrent use.
 // Close it when done to stop its pub/sub connection.
 type Mutex struct {
+	id     string // random, starts every owner token
 	client redis.UniversalClient
 	prefix string
 	ttl    time.Duration
@@ -140,8 +141,14 @@ type Mutex struct {
 	// renewing tells whether the FIFO deadline renewal loop runs.
 	renewing bool
 	stop     chan struct{} // closed by Close
-	closed   bool
-	bg       sync.WaitGroup // background releases of unknown outcomes
+	// wakeChannel is where FIFO releases wake this Mutex's waiters;
+	// wakeBase is its name without the id. wakeReady is closed once the
+	// subscription to it is confirmed.
+	wakeBase, wakeChannel string
+	wakeReady             chan struct{}
+	wakeSubscribed        bool
+	closed                bool
+	bg                    sync.WaitGroup // background releases of unknown outcomes
 }
 
 var _ Locker = (*Mutex)(nil)
@@ -174,7 +181,12 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		return nil, invalidf("TTL %v shorter than %v", ttl, MinTTL)
 	}
 	ttl = ttl.Truncate(time.Millisecond)
-	return &Mutex{
+	var id [9]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, fmt.Errorf("mutex: id: %w", err)
+	}
+	m := &Mutex{
+		id:     base64.RawURLEncoding.EncodeToString(id[:]),
 		fifo:   cfg.FIFO,
 		tokens: make(map[string]*waiter),
 		stop:   make(chan struct{}),
@@ -184,9 +196,13 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		ttlMS:  strconv.FormatInt(ttl.Milliseconds(), 10),
 		// The clock drift allowance of the Redlock algorithm: 1% of the TTL
 		// plus 2ms for the granularity of Redis expiry.
-		drift:  ttl/100 + 2*time.Millisecond,
-		queues: make(map[string]*keyQueue),
-	}, nil
+		drift:     ttl/100 + 2*time.Millisecond,
+		queues:    make(map[string]*keyQueue),
+		wakeReady: make(chan struct{}),
+	}
+	m.wakeBase = prefix + ":w:"
+	m.wakeChannel = m.wakeBase + m.id
+	return m, nil
 }
 
 func isNil(c redis.UniversalClient) bool {
@@ -323,7 +339,7 @@ func (m *Mutex) checkOpen() error {
 // attempt runs the acquire script once. It returns a lease when granted, or a
 // *NotObtainedError naming the held key, or an error.
 func (m *Mutex) attempt(ctx context.Context, keys, rkeys []string) (*lease, *NotObtainedError, error) {
-	token, err := newToken()
+	token, err := m.newToken()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -370,7 +386,7 @@ func (m *Mutex) releaseUnknown(rkeys []string, token string) {
 		defer cancel()
 		// The fence is unknown, so match the stored value by its token.
 		if m.fifo {
-			_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token).Err()
+			_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.wakeBase).Err()
 		} else {
 			_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
 		}
@@ -382,10 +398,12 @@ func isRedisReply(err error) bool {
 	return errors.As(err, &rerr) && !errors.Is(err, redis.ErrClosed)
 }
 
-func newToken() (string, error) {
+// newToken returns a new owner token: the Mutex's id, a dot, and 128 random
+// bits from crypto/rand.
+func (m *Mutex) newToken() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("mutex: token: %w", err)
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+	return m.id + "." + base64.RawURLEncoding.EncodeToString(b[:]), nil
 }

@@ -2,7 +2,10 @@ package mutex
 
 import (
 	"context"
+	"errors"
+	"net"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -39,7 +42,7 @@ func newSubscriber(m *Mutex) *subscriber {
 	}
 	s.wg.Add(2)
 	go s.write()
-	go s.read(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
+	go s.read()
 	return s
 }
 
@@ -90,9 +93,46 @@ func (s *subscriber) write() {
 	}
 }
 
-func (s *subscriber) read(ch <-chan any) {
+// pubsubIdle is how long the reader waits for a message before it pings
+// the connection, which makes go-redis reconnect (and subscribe again) if
+// the connection is broken.
+const pubsubIdle = 5 * time.Second
+
+// read receives on the pub/sub connection itself, rather than through
+// go-redis's Channel, to save a goroutine hop on every wake-up.
+func (s *subscriber) read() {
 	defer s.wg.Done()
-	for msg := range ch {
+	ctx := context.Background()
+	failures := 0
+	for {
+		msg, err := s.ps.ReceiveTimeout(ctx, pubsubIdle)
+		if err != nil {
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			if errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				pctx, cancel := context.WithTimeout(ctx, pubsubIdle)
+				_ = s.ps.Ping(pctx)
+				cancel()
+				continue
+			}
+			// go-redis reconnects on the next receive; wait a little
+			// while Redis is unreachable.
+			failures++
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(min(10*time.Millisecond<<min(failures, 7), time.Second)):
+			}
+			continue
+		}
+		failures = 0
 		switch msg := msg.(type) {
 		case *redis.Message:
 			s.m.released(msg.Channel, msg.Payload)
@@ -113,7 +153,9 @@ func (s *subscriber) confirmed(channel string) {
 	if n := s.pending[channel]; n > 0 {
 		if n == 1 {
 			delete(s.pending, channel)
-			if q := m.queues[channel]; q != nil {
+			if channel == m.wakeChannel {
+				close(m.wakeReady)
+			} else if q := m.queues[channel]; q != nil {
 				close(q.subscribed)
 			}
 		} else {

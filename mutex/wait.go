@@ -75,7 +75,7 @@ func (m *Mutex) wait(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		last = blocked
 	}
 
-	w, err := m.enqueue(rkeys)
+	w, err := m.enqueue(rkeys, "")
 	if err != nil {
 		return nil, err
 	}
@@ -155,9 +155,11 @@ func resetTimer(t *time.Timer, d time.Duration) {
 	t.Reset(d)
 }
 
-// enqueue adds a waiter to the queues of rkeys, creating and subscribing the
-// queues that do not exist yet.
-func (m *Mutex) enqueue(rkeys []string) (*waiter, error) {
+// enqueue adds a waiter to the local queues of rkeys, creating the queues
+// that do not exist yet. Without FIFO, a new queue subscribes to its key's
+// release channel; in FIFO mode, a waiter has a token and the Mutex listens
+// on its wake channel instead.
+func (m *Mutex) enqueue(rkeys []string, token string) (*waiter, error) {
 	w := &waiter{
 		queues: make([]*keyQueue, len(rkeys)),
 		wake:   make(chan struct{}, 1),
@@ -178,6 +180,15 @@ func (m *Mutex) enqueue(rkeys []string) (*waiter, error) {
 		}
 		q.waiters = append(q.waiters, w)
 		w.queues[i] = q
+	}
+	if m.fifo {
+		w.token = token
+		m.tokens[token] = w
+		fresh = nil
+		if !m.wakeSubscribed {
+			m.wakeSubscribed = true
+			fresh = []string{m.wakeChannel}
+		}
 	}
 	if len(fresh) > 0 {
 		if m.sub == nil {
@@ -207,7 +218,9 @@ func (m *Mutex) dequeue(w *waiter, acquired bool) {
 		}
 		if len(q.waiters) == 0 {
 			delete(m.queues, q.key)
-			gone = append(gone, q.key)
+			if !m.fifo {
+				gone = append(gone, q.key)
+			}
 		}
 	}
 	for _, q := range w.queues {
@@ -240,12 +253,16 @@ func (m *Mutex) released(key, payload string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fifo {
-		if w := m.tokens[payload]; w != nil {
-			w.signal()
-		} else if q := m.queues[key]; q != nil && payload == "" {
-			for _, w := range q.waiters {
+		if key != m.wakeChannel {
+			return
+		}
+		if payload == "" {
+			// Wake-ups may have been lost: every waiter checks.
+			for _, w := range m.tokens {
 				w.signal()
 			}
+		} else if w := m.tokens[payload]; w != nil {
+			w.signal()
 		}
 		return
 	}

@@ -2,19 +2,25 @@
 -- resource: renew the deadlines of its waiters, drop waiters whose deadline
 -- passed, and wake the head if the lock is free.
 -- KEYS[1]: lock key, KEYS[2]: queue key, KEYS[3]: deadline key.
--- ARGV[1]: liveness window in ms, ARGV[2..]: tokens of this process's
--- waiters.
+-- ARGV[1]: liveness window in ms, ARGV[2]: the base name of wake channels,
+-- ARGV[3..]: tokens of this process's waiters.
 -- A waiter's deadline is its entry in the deadline set, or, before its first
 -- renewal, its arrival time plus the window.
 -- Returns {head or false, lost tokens...}: the head woken (if any) and the
 -- given tokens that are no longer queued.
+-- Wakes a FIFO waiter: its token starts with the id of its Mutex, whose
+-- wake channel is <ARGV channel base><id>.
+local function wake(base, token)
+  local id = string.match(token, '^([^.]*)%.') or ''
+  redis.call('PUBLISH', base .. id, token)
+end
 local window = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local result = {false}
 local tokens = {}
-for i = 2, #ARGV do tokens[#tokens + 1] = ARGV[i] end
+for i = 3, #ARGV do tokens[#tokens + 1] = ARGV[i] end
 if #tokens > 0 then
   local scores = redis.call('ZMSCORE', KEYS[2], unpack(tokens))
   local args = {}
@@ -47,7 +53,7 @@ redis.call('PEXPIRE', KEYS[3], 2 * window)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local head = redis.call('ZRANGE', KEYS[2], 0, 0)
   if head[1] then
-    redis.call('PUBLISH', KEYS[1], head[1])
+    wake(ARGV[2], head[1])
     result[1] = head[1]
   end
 end

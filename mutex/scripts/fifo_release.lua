@@ -1,9 +1,16 @@
 -- FIFO mode: release the lock keys that still hold ARGV[1]
 -- ("<token>:<fence>") and wake the head of each queue by publishing its
--- token on the channel named like the lock key.
+-- token on the wake channel of its Mutex.
 -- KEYS: for each resource, its lock key and queue key.
 -- ARGV[2]: the lease's fence; ARGV[3]: "1" if the lease is young enough that
--- the server clock may not have passed its fence yet.
+-- the server clock may not have passed its fence yet; ARGV[4]: the base
+-- name of wake channels.
+-- Wakes a FIFO waiter: its token starts with the id of its Mutex, whose
+-- wake channel is <ARGV channel base><id>.
+local function wake(base, token)
+  local id = string.match(token, '^([^.]*)%.') or ''
+  redis.call('PUBLISH', base .. id, token)
+end
 -- Returns the number of keys released.
 local n = 0
 for i = 1, #KEYS / 2 do
@@ -13,7 +20,7 @@ for i = 1, #KEYS / 2 do
     n = n + 1
     local head = redis.call('ZRANGE', KEYS[2*i], 0, 0)
     if head[1] then
-      redis.call('PUBLISH', lock, head[1])
+      wake(ARGV[4], head[1])
     end
   end
 end
