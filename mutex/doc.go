@@ -24,8 +24,18 @@
 // Redis can expire the keys. Err tells why the lease ended: ErrReleased after
 // Unlock, an error wrapping ErrNotHeld when it was lost or ran out.
 //
-// The middleware package adds automatic extension and retries, and WithLock
-// runs a function under a lease that is extended while it runs.
+// The middleware package adds automatic extension and retries.
+//
+// # Scoped locking
+//
+// WithLock (and WithLockMany) locks, runs a function with a context that is
+// cancelled when the lease is lost (context.Cause tells why), keeps the lease
+// extended meanwhile, and unlocks afterwards, even if the function panics.
+// RunLocked does the same for a lease obtained by the caller. Both record the
+// lease in the function's context: a nested WithLock on keys the context
+// already holds through the same Locker joins the held lease instead of
+// waiting for itself, and a nested Lock or TryLock of such a key on the
+// Mutex fails at once with ErrReentrant.
 //
 // # Waiting
 //
@@ -49,7 +59,8 @@
 // Lock calls reached Redis, across processes and Mutexes. Every Lock call
 // joins a queue per key in Redis (a sorted set scored by the server's clock
 // at arrival); a release wakes only the head of the queue, by publishing its
-// token, so Redis commands per grant do not grow with the number of waiters.
+// token on the wake channel of the head's Mutex, so one process wakes per
+// grant and Redis commands per grant do not grow with the number of waiters.
 // TryLock never jumps a non-empty queue, and Check reports a key as held
 // while it has a holder or a queue.
 //
@@ -122,8 +133,10 @@
 // at most MaxKeys (256) distinct keys. The Redis key for key k is
 // "<prefix>:{<k escaped>}", where the escaping percent-encodes '%', '{', '}',
 // ':' and every byte outside printable ASCII, so no two keys collide and the
-// whole key is the Redis Cluster hash tag. The same name is used as the
-// key's pub/sub channel. No other keys are stored but the FIFO queues.
+// whole key is the Redis Cluster hash tag. The same name is the key's
+// release channel; in FIFO mode each Mutex listens on its own wake channel,
+// "<prefix>:w:<Mutex id>", instead. No other keys are stored but the FIFO
+// queues.
 //
 // # Errors
 //

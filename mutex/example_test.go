@@ -123,3 +123,17 @@ func ExampleLease_Done() {
 	fmt.Println(errors.Is(lease.Err(), mutex.ErrNotHeld))
 	// Output: true
 }
+
+func ExampleDeadline() {
+	client := exampleClient()
+	defer client.Close()
+	m, _ := mutex.New(client, mutex.Config{Prefix: "example", TTL: 10 * time.Second})
+	defer m.Close()
+	ctx := context.Background()
+
+	lease, _ := m.Lock(ctx, "deadline")
+	defer lease.Unlock(ctx)
+	deadline, ok := mutex.Deadline(lease)
+	fmt.Println(ok, time.Until(deadline) > 9*time.Second)
+	// Output: true true
+}

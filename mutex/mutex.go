@@ -219,6 +219,9 @@ func (m *Mutex) TTL() time.Duration { return m.ttl }
 // Prefix returns the key prefix in use.
 func (m *Mutex) Prefix() string { return m.prefix }
 
+// FIFO reports whether the Mutex grants keys in request order.
+func (m *Mutex) FIFO() bool { return m.fifo }
+
 // TryLock makes one attempt to hold every key. It returns a
 // *NotObtainedError (wrapping ErrNotObtained) if one of the keys is held,
 // an error wrapping ErrInvalid for bad keys, and the Redis error otherwise.

@@ -266,6 +266,17 @@ func isAutoExtended(lease Lease) bool {
 	return false
 }
 
+// Deadline returns the end of the validity of lease, or of the first lease
+// behind its decorators (see Unwrapper) that knows it: the moment until
+// which it surely holds its keys unless extended. The leases of a Mutex know
+// it; ok is false if no lease in the chain does.
+func Deadline(lease Lease) (deadline time.Time, ok bool) {
+	if d := findDeadliner(lease); d != nil {
+		return d.Deadline(), true
+	}
+	return time.Time{}, false
+}
+
 // findDeadliner returns lease, or the first lease behind its decorators,
 // that reports its validity deadline, or nil.
 func findDeadliner(lease Lease) deadliner {
