@@ -51,7 +51,7 @@ type config struct {
 	tp      trace.TracerProvider
 	mp      metric.MeterProvider
 	keyMode KeyMode
-	fifo    bool
+	fifo    *bool
 }
 
 // WithTracerProvider sets the TracerProvider that creates the spans. The
@@ -76,11 +76,12 @@ func WithKeyAttribute(mode KeyMode) Option {
 	return optionFunc(func(c *config) { c.keyMode = mode })
 }
 
-// WithFIFO sets the value of the distlock.lock.fifo span attribute. A
-// Locker does not expose its configuration, so pass the Config.FIFO of the
-// Mutex behind the decorated Locker. The default is false.
+// WithFIFO sets the value of the distlock.lock.fifo span attribute. By
+// default it is what the decorated Locker reports through a FIFO() bool
+// method, as *mutex.Mutex has, and false for a Locker without one (such as
+// another decorator).
 func WithFIFO(fifo bool) Option {
-	return optionFunc(func(c *config) { c.fifo = fifo })
+	return optionFunc(func(c *config) { c.fifo = &fifo })
 }
 
 // Middleware returns a decorator that records a span for every Lock,
@@ -104,7 +105,13 @@ func Middleware(opts ...Option) middleware.Middleware {
 	}
 	ins := newInstruments(c)
 	return func(inner mutex.Locker) mutex.Locker {
-		return &locker{inner: inner, ins: ins}
+		l := &locker{inner: inner, ins: ins}
+		if c.fifo != nil {
+			l.fifo = *c.fifo
+		} else if f, ok := inner.(interface{ FIFO() bool }); ok {
+			l.fifo = f.FIFO()
+		}
+		return l
 	}
 }
 
@@ -112,7 +119,6 @@ func Middleware(opts ...Option) middleware.Middleware {
 type instruments struct {
 	tracer  trace.Tracer
 	keyMode KeyMode
-	fifo    bool
 
 	wait       metric.Float64Histogram
 	hold       metric.Float64Histogram
@@ -138,7 +144,6 @@ func newInstruments(c config) *instruments {
 		tracer: c.tp.Tracer(ScopeName,
 			trace.WithInstrumentationVersion(Version)),
 		keyMode: c.keyMode,
-		fifo:    c.fifo,
 	}
 	meter := c.mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
 	var errs []error
@@ -202,6 +207,7 @@ func newInstruments(c config) *instruments {
 type locker struct {
 	inner mutex.Locker
 	ins   *instruments
+	fifo  bool
 }
 
 var _ mutex.Locker = (*locker)(nil)
@@ -244,7 +250,7 @@ func (l *locker) acquire(ctx context.Context, op, name string, keys []string, tr
 		attrs = append(attrs,
 			AttrOutcome.String(outcome),
 			AttrWaitDuration.Float64(wait.Seconds()),
-			AttrFIFO.Bool(ins.fifo),
+			AttrFIFO.Bool(l.fifo),
 			AttrKeyCount.Int(len(keys)))
 		attrs = ins.appendKeys(attrs, keys)
 		if err == nil {

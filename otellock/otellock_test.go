@@ -3,6 +3,7 @@ package otellock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -589,4 +590,30 @@ func TestInChainWithAutoExtend(t *testing.T) {
 	assert.Equal(t, h.one(t, "distlock.Lock").SpanContext().SpanID(), lost.Parent().SpanID())
 	assert.Empty(t, h.ended("distlock.Extend"), "background renewals are not Extend calls of this layer")
 	require.ErrorIs(t, lease.Unlock(t.Context()), mutex.ErrNotHeld)
+}
+
+func TestFIFOAttributeFromMutex(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	rec := tracetest.NewSpanRecorder()
+	tp.RegisterSpanProcessor(rec)
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	c := redistest.Shared(t).Client(t)
+	for _, fifo := range []bool{false, true} {
+		m, err := mutex.New(c, mutex.Config{FIFO: fifo})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = m.Close() })
+		l := otellock.Middleware(otellock.WithTracerProvider(tp))(m)
+		lease, err := l.TryLock(t.Context(), key(t, fmt.Sprint(fifo)))
+		require.NoError(t, err)
+		require.NoError(t, lease.Unlock(t.Context()))
+		spans := rec.Ended()
+		var last sdktrace.ReadOnlySpan
+		for _, s := range spans {
+			if s.Name() == "distlock.TryLock" {
+				last = s
+			}
+		}
+		require.NotNil(t, last)
+		assert.Equal(t, fifo, attrs(last)[otellock.AttrFIFO].AsBool(), "fifo=%v", fifo)
+	}
 }
