@@ -1,18 +1,3 @@
-// Command otel shows the traces and metrics that otellock records: a lock
-// taken and released inside a request span, a contended TryLock, a Lock
-// given up by its context, and a lease lost because the work outlived it.
-//
-// It connects to REDIS_URL when set (for example redis://localhost:6379/0)
-// and otherwise to an embedded in-memory Redis. Spans and metrics are printed
-// to stdout:
-//
-//	go run ./examples/otel
-//
-// When OTEL_EXPORTER_OTLP_ENDPOINT is set, they are sent with OTLP over HTTP
-// to that collector instead, configured by the standard OTEL_EXPORTER_OTLP_*
-// variables:
-//
-//	OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 go run ./examples/otel
 package main
 
 import (
