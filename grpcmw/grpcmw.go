@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/distlock/distlock/internal/serialize"
 	"github.com/distlock/distlock/mutex"
 )
 
@@ -145,30 +146,11 @@ func (c *config) serialize(ctx context.Context, fullMethod string, req any, call
 
 // acquire obtains the lease on key and classifies the errors.
 func (c *config) acquire(ctx context.Context, key string) (mutex.Lease, error) {
-	var (
-		lease mutex.Lease
-		err   error
-	)
-	if c.wait == 0 {
-		lease, err = c.locker.TryLock(ctx, key)
-	} else {
-		wctx, cancel := context.WithTimeout(ctx, c.wait)
-		lease, err = c.locker.Lock(wctx, key)
-		cancel()
+	lease, unavailable, err := serialize.Acquire(ctx, c.locker, key, c.wait)
+	if unavailable {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	switch {
-	case err == nil:
-		return lease, nil
-	case errors.Is(err, mutex.ErrNotObtained), errors.Is(err, mutex.ErrReentrant):
-		return nil, err
-	case errors.Is(err, mutex.ErrInvalid):
-		// The key passed validation: the Locker is misconfigured.
-		return nil, err
-	case ctx.Err() != nil:
-		// The call ended during a Redis call: not a Redis failure.
-		return nil, &mutex.NotObtainedError{Cause: ctx.Err()}
-	}
-	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return lease, err
 }
 
 func (c *config) report(ctx context.Context, fullMethod string, err error) {

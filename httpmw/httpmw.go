@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/distlock/distlock/internal/serialize"
 	"github.com/distlock/distlock/mutex"
 )
 
@@ -122,30 +123,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // acquire obtains the lease on key and classifies the errors.
 func (h *handler) acquire(ctx context.Context, key string) (mutex.Lease, error) {
-	var (
-		lease mutex.Lease
-		err   error
-	)
-	if h.c.wait == 0 {
-		lease, err = h.c.locker.TryLock(ctx, key)
-	} else {
-		wctx, cancel := context.WithTimeout(ctx, h.c.wait)
-		lease, err = h.c.locker.Lock(wctx, key)
-		cancel()
+	lease, unavailable, err := serialize.Acquire(ctx, h.c.locker, key, h.c.wait)
+	if unavailable {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	switch {
-	case err == nil:
-		return lease, nil
-	case errors.Is(err, mutex.ErrNotObtained), errors.Is(err, mutex.ErrReentrant):
-		return nil, err
-	case errors.Is(err, mutex.ErrInvalid):
-		// The key passed validation: the Locker is misconfigured.
-		return nil, err
-	case ctx.Err() != nil:
-		// The request ended during a Redis call: not a Redis failure.
-		return nil, &mutex.NotObtainedError{Cause: ctx.Err()}
-	}
-	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return lease, err
 }
 
 func (h *handler) report(r *http.Request, err error) {

@@ -3,8 +3,8 @@ package httpmw
 import (
 	"fmt"
 	"net/http"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/distlock/distlock/internal/serialize"
 )
 
 // MaxKeyLen is the longest key, in bytes, that Serialize accepts from a
@@ -88,19 +88,12 @@ func Namespace(ns string, key KeyFunc) KeyFunc {
 // Redis. Its errors name the problem but never quote the key, which is
 // untrusted input.
 func validateKey(key string) error {
-	if key == "" {
+	missing, problem := serialize.CheckKey(key, MaxKeyLen)
+	switch {
+	case missing:
 		return ErrMissingKey
-	}
-	if len(key) > MaxKeyLen {
-		return fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidKey, len(key), MaxKeyLen)
-	}
-	if !utf8.ValidString(key) {
-		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidKey)
-	}
-	for i, c := range key {
-		if unicode.IsControl(c) {
-			return fmt.Errorf("%w: control character at byte %d", ErrInvalidKey, i)
-		}
+	case problem != "":
+		return fmt.Errorf("%w: %s", ErrInvalidKey, problem)
 	}
 	return nil
 }

@@ -1,0 +1,61 @@
+package serialize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/distlock/distlock/mutex"
+)
+
+// CheckKey checks a key taken from a request before it reaches Redis. It
+// reports whether the key is missing, or else the problem with it, if any.
+// The problem never quotes the key, which is untrusted input.
+func CheckKey(key string, maxLen int) (missing bool, problem string) {
+	if key == "" {
+		return true, ""
+	}
+	if len(key) > maxLen {
+		return false, fmt.Sprintf("%d bytes, longer than %d", len(key), maxLen)
+	}
+	if !utf8.ValidString(key) {
+		return false, "not valid UTF-8"
+	}
+	for i, c := range key {
+		if unicode.IsControl(c) {
+			return false, fmt.Sprintf("control character at byte %d", i)
+		}
+	}
+	return false, ""
+}
+
+// Acquire obtains a lease on key: with TryLock when wait is zero, otherwise
+// with Lock waiting at most wait. Contention, reentrancy and ErrInvalid
+// errors come back as they are; if ctx ended during a Redis call, the error
+// is a *mutex.NotObtainedError with ctx's error as its cause. Any other
+// failure is the Locker's (Redis down or slow, Mutex closed): unavailable is
+// true.
+func Acquire(ctx context.Context, l mutex.Locker, key string, wait time.Duration) (lease mutex.Lease, unavailable bool, err error) {
+	if wait == 0 {
+		lease, err = l.TryLock(ctx, key)
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		lease, err = l.Lock(wctx, key)
+		cancel()
+	}
+	switch {
+	case err == nil:
+		return lease, false, nil
+	case errors.Is(err, mutex.ErrNotObtained), errors.Is(err, mutex.ErrReentrant), errors.Is(err, mutex.ErrInvalid):
+		// ErrInvalid for a key that passed CheckKey means the Locker is
+		// misconfigured; the caller tells.
+		return nil, false, err
+	case ctx.Err() != nil:
+		// The request ended during a Redis call: not a Redis failure.
+		return nil, false, &mutex.NotObtainedError{Cause: ctx.Err()}
+	}
+	return nil, true, err
+}

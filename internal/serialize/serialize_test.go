@@ -1,0 +1,88 @@
+package serialize_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/internal/serialize"
+	"github.com/distlock/distlock/mutex"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+func TestCheckKey(t *testing.T) {
+	for _, tc := range []struct {
+		key     string
+		missing bool
+		problem string
+	}{
+		{"", true, ""},
+		{"order:42", false, ""},
+		{"ü", false, ""},
+		{strings.Repeat("k", 9), false, "9 bytes, longer than 8"},
+		{"a\xffb", false, "not valid UTF-8"},
+		{"a\nb", false, "control character at byte 1"},
+	} {
+		missing, problem := serialize.CheckKey(tc.key, 8)
+		assert.Equal(t, tc.missing, missing, "%q", tc.key)
+		assert.Equal(t, tc.problem, problem, "%q", tc.key)
+	}
+}
+
+func TestAcquire(t *testing.T) {
+	srv := redistest.Shared(t)
+	m, err := mutex.New(srv.Client(t), mutex.Config{Prefix: "serialize-test", TTL: 5 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	ctx := t.Context()
+
+	lease, unavailable, err := serialize.Acquire(ctx, m, "k", 0)
+	require.NoError(t, err)
+	require.False(t, unavailable)
+
+	// Busy, failing fast and after a wait budget.
+	_, unavailable, err = serialize.Acquire(ctx, m, "k", 0)
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	require.False(t, unavailable)
+	_, unavailable, err = serialize.Acquire(ctx, m, "k", 50*time.Millisecond)
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.False(t, unavailable)
+
+	// Reentrant: the context already holds the key.
+	_, unavailable, err = serialize.Acquire(mutex.ContextWithLease(ctx, m, lease), m, "k", 0)
+	require.ErrorIs(t, err, mutex.ErrReentrant)
+	require.False(t, unavailable)
+	require.NoError(t, lease.Unlock(ctx))
+
+	// A key the Locker refuses although it passed CheckKey.
+	_, unavailable, err = serialize.Acquire(ctx, m, strings.Repeat("k", mutex.MaxKeyLen+1), 0)
+	require.ErrorIs(t, err, mutex.ErrInvalid)
+	require.False(t, unavailable)
+
+	// Redis down.
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { dead.Close() })
+	dm, err := mutex.New(dead, mutex.Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { dm.Close() })
+	_, unavailable, err = serialize.Acquire(ctx, dm, "k", 0)
+	require.Error(t, err)
+	require.True(t, unavailable)
+
+	// The request ended: not a Redis failure.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_, unavailable, err = serialize.Acquire(done, dm, "k", 0)
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	require.True(t, errors.Is(err, context.Canceled))
+	require.False(t, unavailable)
+}
