@@ -159,34 +159,21 @@ func (m *Mutex) leave(rkeys []string, token string) {
 // the head of the queue on the wake channel of the head's Mutex, so exactly
 // that waiter, and no other process, wakes.
 func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, &NotObtainedError{Cause: err}
+	queued, err := m.queuedLocally(ctx, rkeys)
+	if err != nil {
+		return nil, err
 	}
 	token, err := m.newToken()
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, ErrClosed
-	}
-	queued := false
-	for _, k := range rkeys {
-		if m.queues[k] != nil {
-			queued = true
-			break
-		}
-	}
-	m.mu.Unlock()
-
 	var last *NotObtainedError
 	if !queued {
 		// Nobody of this Mutex waits for these keys: try before
 		// subscribing, which an uncontended lock does not need.
 		l, blocked, err := m.fifoLock(ctx, keys, rkeys, token, true)
 		if err != nil || l != nil {
-			return l, err
+			return leaseOrNil(l), err
 		}
 		last = blocked
 	}

@@ -356,31 +356,12 @@ func (m *Mutex) attempt(ctx context.Context, keys, rkeys []string) (*lease, *Not
 		}
 		return nil, nil, fmt.Errorf("mutex: acquire: %w", err)
 	}
-	if len(res) < 2 {
-		return nil, nil, fmt.Errorf("mutex: acquire: unexpected reply %v", res)
-	}
-	if ok, _ := res[0].(int64); ok == 1 {
-		fenceStr, _ := res[1].(string)
-		fence, err := strconv.ParseInt(fenceStr, 10, 64)
-		if err != nil {
-			return nil, nil, fmt.Errorf("mutex: acquire: bad fence %q", fenceStr)
-		}
-		return m.newLease(keys, rkeys, token, fenceStr, fence, start), nil, nil
-	}
-	blocked := &NotObtainedError{}
-	if idx, _ := res[1].(int64); idx >= 1 && int(idx) <= len(keys) {
-		blocked.Key = keys[idx-1]
-	}
-	if len(res) > 2 {
-		if pttl, _ := res[2].(int64); pttl > 0 {
-			blocked.RetryAfter = time.Duration(pttl) * time.Millisecond
-		}
-	}
-	return nil, blocked, nil
+	return m.grantOrBlocked(res, keys, rkeys, token, start)
 }
 
-// releaseUnknown releases keys that an acquire with token may have taken.
-// The owner token makes this safe whether or not the acquire happened.
+// releaseUnknown releases keys that an acquire with token may have taken
+// (FIFO mode uses leave instead). The owner token makes this safe whether or
+// not the acquire happened.
 func (m *Mutex) releaseUnknown(rkeys []string, token string) {
 	m.bg.Add(1)
 	go func() {
@@ -388,11 +369,7 @@ func (m *Mutex) releaseUnknown(rkeys []string, token string) {
 		ctx, cancel := context.WithTimeout(context.Background(), min(m.ttl, 5*time.Second))
 		defer cancel()
 		// The fence is unknown, so match the stored value by its token.
-		if m.fifo {
-			_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.wakeBase).Err()
-		} else {
-			_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
-		}
+		_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
 	}()
 }
 

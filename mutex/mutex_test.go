@@ -395,9 +395,10 @@ func TestRedisDownIsAnError(t *testing.T) {
 	_, err = m.TryLock(t.Context(), "k")
 	require.Error(t, err)
 	require.NotErrorIs(t, err, mutex.ErrNotObtained)
-	_, err = m.Lock(t.Context(), "k")
+	l, err := m.Lock(t.Context(), "k")
 	require.Error(t, err)
 	require.NotErrorIs(t, err, mutex.ErrNotObtained)
+	require.True(t, l == nil, "a failed Lock returns a nil Lease, not a nil pointer in one")
 	_, err = m.Check(t.Context(), "k")
 	require.Error(t, err)
 }

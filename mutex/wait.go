@@ -46,31 +46,37 @@ func (w *waiter) runnable() bool {
 	return true
 }
 
-// wait implements Lock.
-func (m *Mutex) wait(ctx context.Context, keys, rkeys []string) (Lease, error) {
+// queuedLocally checks that a Lock may start, and reports whether waiters
+// of this Mutex already queue for one of rkeys.
+func (m *Mutex) queuedLocally(ctx context.Context, rkeys []string) (bool, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, &NotObtainedError{Cause: err}
+		return false, &NotObtainedError{Cause: err}
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
-		m.mu.Unlock()
-		return nil, ErrClosed
+		return false, ErrClosed
 	}
-	queued := false
 	for _, k := range rkeys {
 		if m.queues[k] != nil {
-			queued = true
-			break
+			return true, nil
 		}
 	}
-	m.mu.Unlock()
+	return false, nil
+}
 
+// wait implements Lock.
+func (m *Mutex) wait(ctx context.Context, keys, rkeys []string) (Lease, error) {
+	queued, err := m.queuedLocally(ctx, rkeys)
+	if err != nil {
+		return nil, err
+	}
 	var last *NotObtainedError
 	if !queued {
 		// Nobody of this Mutex waits for these keys: try at once.
 		l, blocked, err := m.attempt(ctx, keys, rkeys)
 		if err != nil || l != nil {
-			return l, err
+			return leaseOrNil(l), err
 		}
 		last = blocked
 	}
