@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/grpcmw"
 	"github.com/distlock/distlock/mutex"
 )
@@ -48,7 +48,7 @@ func main() {
 		return
 	}
 
-	opts, stop, err := redisOptions(os.Getenv("REDIS_URL"))
+	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -61,19 +61,6 @@ func main() {
 	if err := run(ctx, lis, opts); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// redisOptions parses url, or starts an embedded Redis when url is empty.
-func redisOptions(url string) (*redis.Options, func(), error) {
-	if url != "" {
-		opts, err := redis.ParseURL(url)
-		return opts, func() {}, err
-	}
-	mr, err := miniredis.Run()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &redis.Options{Addr: mr.Addr()}, mr.Close, nil
 }
 
 // run serves the counter service on lis until ctx ends, then stops

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -76,7 +77,7 @@ func increments(t *testing.T, conns []*grpc.ClientConn, names []string, perCount
 
 func TestConcurrentIncrementsAcrossReplicas(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisOptions(srv.URL())
+	opts, stop, err := redisurl.Options(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestConcurrentIncrementsAcrossReplicas(t *testing.T) {
 }
 
 func TestBadNames(t *testing.T) {
-	opts, stop, err := redisOptions(redistest.Shared(t).URL())
+	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestBadNames(t *testing.T) {
 }
 
 func TestEmbeddedRedis(t *testing.T) {
-	opts, stop, err := redisOptions("")
+	opts, stop, err := redisurl.Options("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func TestEmbeddedRedis(t *testing.T) {
 }
 
 func TestClientMode(t *testing.T) {
-	opts, stop, err := redisOptions("")
+	opts, stop, err := redisurl.Options("")
 	if err != nil {
 		t.Fatal(err)
 	}

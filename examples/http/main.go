@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/httpmw"
 	"github.com/distlock/distlock/mutex"
 )
@@ -23,7 +23,7 @@ import (
 const prefix = "example-http"
 
 func main() {
-	opts, stop, err := redisOptions(os.Getenv("REDIS_URL"))
+	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -42,19 +42,6 @@ func main() {
 	if err := run(ctx, lis, opts); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// redisOptions parses url, or starts an embedded Redis when url is empty.
-func redisOptions(url string) (*redis.Options, func(), error) {
-	if url != "" {
-		opts, err := redis.ParseURL(url)
-		return opts, func() {}, err
-	}
-	mr, err := miniredis.Run()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &redis.Options{Addr: mr.Addr()}, mr.Close, nil
 }
 
 // run serves the account service on lis until ctx ends, then shuts down

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -88,7 +89,7 @@ func deposits(t *testing.T, urls, accounts []string, perAccount int) {
 
 func TestConcurrentDepositsAcrossReplicas(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisOptions(srv.URL())
+	opts, stop, err := redisurl.Options(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestConcurrentDepositsAcrossReplicas(t *testing.T) {
 
 func TestAnswers(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisOptions(srv.URL())
+	opts, stop, err := redisurl.Options(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestAnswers(t *testing.T) {
 }
 
 func TestEmbeddedRedis(t *testing.T) {
-	opts, stop, err := redisOptions("")
+	opts, stop, err := redisurl.Options("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestEmbeddedRedis(t *testing.T) {
 }
 
 func TestRunStopsWithItsContext(t *testing.T) {
-	opts, stop, err := redisOptions(redistest.Shared(t).URL())
+	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}

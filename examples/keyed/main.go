@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/keyed"
 	"github.com/distlock/distlock/mutex"
 )
@@ -26,7 +26,7 @@ const (
 )
 
 func main() {
-	opts, stop, err := redisOptions(os.Getenv("REDIS_URL"))
+	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -34,19 +34,6 @@ func main() {
 	if err := run(context.Background(), opts, os.Stdout); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// redisOptions parses url, or starts an embedded Redis when url is empty.
-func redisOptions(url string) (*redis.Options, func(), error) {
-	if url != "" {
-		opts, err := redis.ParseURL(url)
-		return opts, func() {}, err
-	}
-	mr, err := miniredis.Run()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &redis.Options{Addr: mr.Addr()}, mr.Close, nil
 }
 
 // bank stores one balance per user in Redis.

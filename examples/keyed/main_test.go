@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -28,7 +29,7 @@ func checkOutput(t *testing.T, out string) {
 
 func TestKeyedExample(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisOptions(srv.URL())
+	opts, stop, err := redisurl.Options(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestKeyedExample(t *testing.T) {
 }
 
 func TestKeyedExampleEmbedded(t *testing.T) {
-	opts, stop, err := redisOptions("")
+	opts, stop, err := redisurl.Options("")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
@@ -20,12 +19,13 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/mutex"
 	"github.com/distlock/distlock/otellock"
 )
 
 func main() {
-	opts, stop, err := redisOptions(os.Getenv("REDIS_URL"))
+	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -37,19 +37,6 @@ func main() {
 	if err := run(context.Background(), opts, os.Stdout, exp); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// redisOptions parses url, or starts an embedded Redis when url is empty.
-func redisOptions(url string) (*redis.Options, func(), error) {
-	if url != "" {
-		opts, err := redis.ParseURL(url)
-		return opts, func() {}, err
-	}
-	mr, err := miniredis.Run()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &redis.Options{Addr: mr.Addr()}, mr.Close, nil
 }
 
 // export says where spans and metrics go.

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -78,7 +79,7 @@ func decode(t *testing.T, out string) (lines string, spans map[string][]stdoutSp
 }
 
 func TestOtelExample(t *testing.T) {
-	opts, stop, err := redisOptions(redistest.Shared(t).URL())
+	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestOtelExample(t *testing.T) {
 }
 
 func TestOtelExampleEmbedded(t *testing.T) {
-	opts, stop, err := redisOptions("")
+	opts, stop, err := redisurl.Options("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestOtelExampleOTLP(t *testing.T) {
 	defer collector.Close()
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
 
-	opts, stop, err := redisOptions(redistest.Shared(t).URL())
+	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}

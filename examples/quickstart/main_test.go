@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -12,7 +13,7 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 
 func TestQuickstart(t *testing.T) {
 	var out bytes.Buffer
-	opts, stop, err := redisOptions(redistest.Shared(t).URL())
+	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func TestQuickstart(t *testing.T) {
 
 func TestQuickstartEmbedded(t *testing.T) {
 	var out bytes.Buffer
-	opts, stop, err := redisOptions("")
+	opts, stop, err := redisurl.Options("")
 	if err != nil {
 		t.Fatal(err)
 	}
