@@ -52,7 +52,7 @@ func WithInterval(d time.Duration) AutoExtendOption {
 }
 
 // WithThreshold renews each lease when its remaining validity drops below d,
-// as the seed's automaticExtensionThreshold does. With WithInterval as well,
+// like an automaticExtensionThreshold elsewhere. With WithInterval as well,
 // whichever comes first applies. d must be positive, and large enough for a
 // Redis round trip and a few retries.
 func WithThreshold(d time.Duration) AutoExtendOption {

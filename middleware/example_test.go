@@ -45,8 +45,8 @@ func ExampleRetry() {
 	defer m.Close()
 	ctx := context.Background()
 
-	// The seed's retryOptions {retries: 10, factor: 2, minTimeout: 50,
-	// maxTimeout: 1000, randomize: true}, including its polling of held keys.
+	// promise-retry's options {retries: 10, factor: 2, minTimeout: 50,
+	// maxTimeout: 1000, randomize: true}, polling while the key is held.
 	locker := middleware.Retry(
 		middleware.WithAttempts(11),
 		middleware.WithFactor(2),
@@ -90,8 +90,8 @@ func ExampleAutoExtend() {
 	defer m.Close()
 	ctx := context.Background()
 
-	// Renew when less than 500ms of validity is left, like the seed's
-	// automaticExtensionThreshold.
+	// Renew when less than 500ms of validity is left (an
+	// automaticExtensionThreshold of 500ms).
 	locker := middleware.AutoExtend(middleware.WithThreshold(500 * time.Millisecond))(m)
 	lease, err := locker.Lock(ctx, "import:customers")
 	if err != nil {

@@ -46,8 +46,8 @@ func (c *retryConfig) invalid(format string, args ...any) {
 }
 
 // WithAttempts sets how many times a call is made at most, the first one
-// included (DefaultAttempts if not given). The seed's retries option r is
-// WithAttempts(r+1). n must be at least 1.
+// included (DefaultAttempts if not given). promise-retry's retries option r
+// is WithAttempts(r+1). n must be at least 1.
 func WithAttempts(n int) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if n < 1 {
@@ -59,7 +59,7 @@ func WithAttempts(n int) RetryOption {
 }
 
 // WithFactor sets by how much the delay grows after each attempt
-// (DefaultFactor if not given; the seed's factor). f must be at least 1.
+// (DefaultFactor if not given; promise-retry's factor). f must be at least 1.
 func WithFactor(f float64) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if !(f >= 1) {
@@ -71,7 +71,7 @@ func WithFactor(f float64) RetryOption {
 }
 
 // WithMinDelay sets the delay before the second attempt (DefaultMinDelay if
-// not given; the seed's minTimeout). d must be positive.
+// not given; promise-retry's minTimeout). d must be positive.
 func WithMinDelay(d time.Duration) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if d <= 0 {
@@ -83,7 +83,7 @@ func WithMinDelay(d time.Duration) RetryOption {
 }
 
 // WithMaxDelay caps the delay between attempts (DefaultMaxDelay if not
-// given; the seed's maxTimeout). d must be positive and not below the min
+// given; promise-retry's maxTimeout). d must be positive and not below the min
 // delay.
 func WithMaxDelay(d time.Duration) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
@@ -97,7 +97,7 @@ func WithMaxDelay(d time.Duration) RetryOption {
 
 // WithJitter chooses whether each delay is drawn at random between the min
 // delay and its exponential value (the default) or is that value exactly
-// (the seed's randomize, false there by default). Jitter keeps clients that
+// (promise-retry's randomize, false there by default). Jitter keeps clients that
 // failed together from retrying together.
 func WithJitter(on bool) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) { c.jitter = on })
@@ -105,7 +105,7 @@ func WithJitter(on bool) RetryOption {
 
 // WithRetryOnContention makes TryLock retry when a key is held by another
 // owner, polling with the same delays until the attempts run out or the
-// context ends, as the seed does. A delay is never longer than the
+// context ends, like lock libraries that retry on contention. A delay is never longer than the
 // remaining TTL of the holder that TryLock found. Off by default: Lock waits
 // for a release without polling and is the better choice in most cases.
 func WithRetryOnContention(on bool) RetryOption {
@@ -148,10 +148,10 @@ func WithRetryIf(pred func(error) bool) RetryOption {
 // Options that are out of range make every call fail with an error wrapping
 // mutex.ErrInvalid, before any Redis call.
 //
-// The options of the seed's retryOptions map as follows: retries r is
+// Retry options in the style of promise-retry map as follows: retries r is
 // WithAttempts(r+1), factor is WithFactor, minTimeout is WithMinDelay,
-// maxTimeout is WithMaxDelay, randomize is WithJitter; the seed retried
-// contention, which WithRetryOnContention(true) restores.
+// maxTimeout is WithMaxDelay, randomize is WithJitter; libraries built on it retry
+// contention, which WithRetryOnContention(true) does.
 func Retry(opts ...RetryOption) Middleware {
 	cfg := &retryConfig{
 		attempts: DefaultAttempts,
