@@ -72,7 +72,8 @@
 // wakes the head of a queue whose lock is free, which recovers from a lost
 // wake-up and from a holder that crashed, as soon as its TTL runs out. Queue
 // keys expire 2×FIFOLiveness after the last renewal, so none outlives its
-// waiters, and none is left once a queue drains.
+// waiters, and none is left one renewal period (FIFOLiveness/3) after a
+// queue drains.
 //
 // A multi-key Lock in FIFO mode joins the queue of every key in one script,
 // so all queues order their common waiters alike, and a waiter is granted

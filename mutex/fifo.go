@@ -98,13 +98,9 @@ func (m *Mutex) fifoLock(ctx context.Context, keys, rkeys []string, token string
 
 // fifoClaim takes the resources for a queued waiter at the head of their
 // queues. lost reports that the waiter is no longer queued.
-func (m *Mutex) fifoClaim(ctx context.Context, keys, rkeys []string, token string, renewed bool) (l *lease, lost bool, err error) {
-	flag := "0"
-	if renewed {
-		flag = "1"
-	}
+func (m *Mutex) fifoClaim(ctx context.Context, keys, rkeys []string, token string) (l *lease, lost bool, err error) {
 	start := time.Now()
-	res, err := fifoClaimScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.ttlMS, flag).Slice()
+	res, err := fifoClaimScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.ttlMS).Slice()
 	if err != nil {
 		m.leave(rkeys, token)
 		return nil, false, fmt.Errorf("mutex: acquire: %w", err)
@@ -217,13 +213,16 @@ func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, erro
 		case <-w.wake:
 		}
 		m.mu.Lock()
-		closed, renewed := m.closed, w.renewed
+		closed := m.closed
 		m.mu.Unlock()
 		if closed {
 			m.leave(rkeys, token)
 			return nil, ErrClosed
 		}
-		l, lost, err := m.fifoClaim(ctx, keys, rkeys, token, renewed)
+		l, lost, err := m.fifoClaim(ctx, keys, rkeys, token)
+		if l != nil {
+			m.granted(w)
+		}
 		if err != nil || l != nil {
 			return leaseOrNil(l), err
 		}
@@ -231,10 +230,27 @@ func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, erro
 			// Our entry ran out (the renewals could not reach Redis in
 			// time): queue again, at the end.
 			if l, err := join(); err != nil || l != nil {
+				if l != nil {
+					m.granted(w)
+				}
 				return leaseOrNil(l), err
 			}
 		}
 	}
+}
+
+// granted notes that a queued waiter got its keys: its deadline entries, if
+// it ever had any, are removed by the next renewal.
+func (m *Mutex) granted(w *waiter) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !w.renewed {
+		return
+	}
+	for _, q := range w.queues {
+		m.forget[q.key] = append(m.forget[q.key], w.token)
+	}
+	m.startRenewLocked()
 }
 
 // leaseOrNil keeps a nil *lease from becoming a non-nil Lease.
@@ -258,9 +274,10 @@ func (m *Mutex) startRenewLocked() {
 
 // renewLoop renews, every fifoRenewEvery, the deadlines of the queued FIFO
 // waiters of this Mutex, one script per key in one pipeline. The script
-// also drops dead waiters and wakes the head of a queue whose lock is free,
+// also drops dead waiters, removes the deadline entries of waiters granted
+// since the last renewal, and wakes the head of a queue whose lock is free,
 // which moves a queue on after a holder or head waiter crashed, or after a
-// lost wake-up. The loop ends when no waiter is left.
+// lost wake-up. The loop ends when nothing is left to do.
 func (m *Mutex) renewLoop() {
 	defer m.bg.Done()
 	ticker := time.NewTicker(fifoRenewEvery)
@@ -281,27 +298,37 @@ func (m *Mutex) renewLoop() {
 				groups[q.key] = append(groups[q.key], token)
 			}
 		}
-		if len(groups) == 0 || m.closed {
+		forget := m.forget
+		m.forget = make(map[string][]string)
+		if (len(groups) == 0 && len(forget) == 0) || m.closed {
 			m.renewing = false
 			m.mu.Unlock()
 			return
 		}
 		m.mu.Unlock()
-		m.renew(groups)
+		m.renew(groups, forget)
 	}
 }
 
-func (m *Mutex) renew(groups map[string][]string) {
+func (m *Mutex) renew(groups, forget map[string][]string) {
 	ctx, cancel := context.WithTimeout(context.Background(), fifoRenewEvery)
 	defer cancel()
+	for k := range forget {
+		if _, ok := groups[k]; !ok {
+			groups[k] = nil
+		}
+	}
 	pipe := m.client.Pipeline()
 	cmds := make([]*redis.Cmd, 0, len(groups))
 	args := make([][]any, 0, len(groups))
 	keys := make([][]string, 0, len(groups))
 	for k, tokens := range groups {
-		a := make([]any, 0, 2+len(tokens))
-		a = append(a, fifoLivenessMS, m.wakeBase)
+		a := make([]any, 0, 3+len(tokens)+len(forget[k]))
+		a = append(a, fifoLivenessMS, m.wakeBase, len(tokens))
 		for _, t := range tokens {
+			a = append(a, t)
+		}
+		for _, t := range forget[k] {
 			a = append(a, t)
 		}
 		ks := []string{k, queueKey(k), deadlineKey(k)}

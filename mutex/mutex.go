@@ -138,6 +138,9 @@ type Mutex struct {
 	queues map[string]*keyQueue // by Redis key; a queue exists while it has waiters
 	sub    *subscriber          // started with the first queue
 	tokens map[string]*waiter   // FIFO waiters by token
+	// forget holds, by lock key, the tokens of granted FIFO waiters whose
+	// deadline entries the next renewal removes.
+	forget map[string][]string
 	// renewing tells whether the FIFO deadline renewal loop runs.
 	renewing bool
 	stop     chan struct{} // closed by Close
@@ -189,6 +192,7 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		id:     base64.RawURLEncoding.EncodeToString(id[:]),
 		fifo:   cfg.FIFO,
 		tokens: make(map[string]*waiter),
+		forget: make(map[string][]string),
 		stop:   make(chan struct{}),
 		client: client,
 		prefix: prefix,

@@ -1,8 +1,8 @@
 -- FIFO mode: a queued waiter takes its resources if it is at the head of
 -- every queue and no lock key is held.
 -- KEYS: for each resource, its lock key, queue key and deadline key.
--- ARGV[1]: owner token, ARGV[2]: TTL in ms, ARGV[3]: "1" if the waiter's
--- deadline was ever refreshed (so there is a deadline entry to remove).
+-- ARGV[1]: owner token, ARGV[2]: TTL in ms. A deadline entry the waiter may
+-- have is removed later by its Mutex's renewal, off the handoff path.
 -- Returns {1, fence} when granted; {0, index} when not at the head of the
 -- queue of resource index or when its lock is held; {-1, index} when the
 -- waiter is no longer queued there (its deadline ran out).
@@ -35,8 +35,5 @@ else
 end
 for i = 1, n do
   redis.call('ZREM', KEYS[3*i-1], ARGV[1])
-  if ARGV[3] == '1' then
-    redis.call('ZREM', KEYS[3*i], ARGV[1])
-  end
 end
 return {1, fence}

@@ -3,7 +3,9 @@
 -- passed, and wake the head if the lock is free.
 -- KEYS[1]: lock key, KEYS[2]: queue key, KEYS[3]: deadline key.
 -- ARGV[1]: liveness window in ms, ARGV[2]: the base name of wake channels,
--- ARGV[3..]: tokens of this process's waiters.
+-- ARGV[3]: the number n of tokens to renew, ARGV[4..3+n]: the tokens of this
+-- process's waiters, ARGV[4+n..]: tokens of its waiters granted since, whose
+-- deadline entries go.
 -- A waiter's deadline is its entry in the deadline set, or, before its first
 -- renewal, its arrival time plus the window.
 -- Returns {head or false, lost tokens...}: the head woken (if any) and the
@@ -20,7 +22,11 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local result = {false}
 local tokens = {}
-for i = 3, #ARGV do tokens[#tokens + 1] = ARGV[i] end
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do tokens[#tokens + 1] = ARGV[i] end
+if #ARGV > 3 + n then
+  redis.call('ZREM', KEYS[3], unpack(ARGV, 4 + n))
+end
 if #tokens > 0 then
   local scores = redis.call('ZMSCORE', KEYS[2], unpack(tokens))
   local args = {}
