@@ -93,34 +93,37 @@ type Lease interface {
 	Err() error
 }
 
+// The scripts, one per operation, each with the helpers of lib.lua in front.
 var (
+	//go:embed scripts/lib.lua
+	libSrc string
 	//go:embed scripts/acquire.lua
 	acquireSrc    string
-	acquireScript = redis.NewScript(acquireSrc)
+	acquireScript = redis.NewScript(libSrc + acquireSrc)
 	//go:embed scripts/release.lua
 	releaseSrc    string
-	releaseScript = redis.NewScript(releaseSrc)
+	releaseScript = redis.NewScript(libSrc + releaseSrc)
 	//go:embed scripts/extend.lua
 	extendSrc    string
-	extendScript = redis.NewScript(extendSrc)
+	extendScript = redis.NewScript(libSrc + extendSrc)
 	//go:embed scripts/fifo_lock.lua
 	fifoLockSrc    string
-	fifoLockScript = redis.NewScript(fifoLockSrc)
+	fifoLockScript = redis.NewScript(libSrc + fifoLockSrc)
 	//go:embed scripts/fifo_claim.lua
 	fifoClaimSrc    string
-	fifoClaimScript = redis.NewScript(fifoClaimSrc)
+	fifoClaimScript = redis.NewScript(libSrc + fifoClaimSrc)
 	//go:embed scripts/fifo_release.lua
 	fifoReleaseSrc    string
-	fifoReleaseScript = redis.NewScript(fifoReleaseSrc)
+	fifoReleaseScript = redis.NewScript(libSrc + fifoReleaseSrc)
 	//go:embed scripts/fifo_refresh.lua
 	fifoRefreshSrc    string
-	fifoRefreshScript = redis.NewScript(fifoRefreshSrc)
+	fifoRefreshScript = redis.NewScript(libSrc + fifoRefreshSrc)
 	//go:embed scripts/fifo_leave.lua
 	fifoLeaveSrc    string
-	fifoLeaveScript = redis.NewScript(fifoLeaveSrc)
+	fifoLeaveScript = redis.NewScript(libSrc + fifoLeaveSrc)
 	//go:embed scripts/release_token.lua
 	releaseTokenSrc    string
-	releaseTokenScript = redis.NewScript(releaseTokenSrc)
+	releaseTokenScript = redis.NewScript(libSrc + releaseTokenSrc)
 )
 
 // Mutex is a Locker on one Redis deployment. It is safe for concurrent use.

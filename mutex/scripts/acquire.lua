@@ -10,8 +10,7 @@ for i = 1, #KEYS do
     return {0, i, pttl}
   end
 end
-local t = redis.call('TIME')
-local fence = t[1] .. string.format('%06d', tonumber(t[2]))
+local fence = now()
 local value = ARGV[1] .. ':' .. fence
 for i = 1, #KEYS do
   redis.call('SET', KEYS[i], value, 'PX', ARGV[2])

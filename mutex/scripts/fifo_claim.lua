@@ -16,8 +16,7 @@ for i = 1, n do
     return {-1, i}
   end
 end
-local t = redis.call('TIME')
-local fence = t[1] .. string.format('%06d', tonumber(t[2]))
+local fence = now()
 local value = ARGV[1] .. ':' .. fence
 if n == 1 then
   if not redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then

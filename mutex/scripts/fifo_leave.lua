@@ -3,12 +3,6 @@
 -- queue is woken when the lock is free.
 -- KEYS: for each resource, its lock key, queue key and deadline key.
 -- ARGV[1]: owner token, ARGV[2]: the base name of wake channels.
--- Wakes a FIFO waiter: its token starts with the id of its Mutex, whose
--- wake channel is <ARGV channel base><id>.
-local function wake(base, token)
-  local id = string.match(token, '^([^.]*)%.') or ''
-  redis.call('PUBLISH', base .. id, token)
-end
 local prefix = ARGV[1] .. ':'
 for i = 1, #KEYS / 3 do
   local lock, queue = KEYS[3*i-2], KEYS[3*i-1]

@@ -8,8 +8,7 @@
 -- Queue scores are the server's TIME in microseconds at arrival, so every
 -- queue orders the waiters in the order their calls reached Redis.
 local n = #KEYS / 3
-local t = redis.call('TIME')
-local now = t[1] .. string.format('%06d', tonumber(t[2]))
+local arrival = now()
 local blocked, found = 0, 0
 for i = 1, n do
   found = redis.call('EXISTS', KEYS[3*i-2], KEYS[3*i-1])
@@ -19,17 +18,17 @@ for i = 1, n do
   end
 end
 if blocked == 0 then
-  local value = ARGV[1] .. ':' .. now
+  local value = ARGV[1] .. ':' .. arrival
   for i = 1, n do
     redis.call('SET', KEYS[3*i-2], value, 'PX', ARGV[2])
   end
-  return {1, now}
+  return {1, arrival}
 end
 if ARGV[4] == '1' then
   return {0, blocked, redis.call('PTTL', KEYS[3*blocked-2])}
 end
 for i = 1, n do
-  redis.call('ZADD', KEYS[3*i-1], now, ARGV[1])
+  redis.call('ZADD', KEYS[3*i-1], arrival, ARGV[1])
   -- A queue that existed already has an expiry, renewed by its waiters.
   if i ~= blocked or found ~= 2 then
     redis.call('PEXPIRE', KEYS[3*i-1], ARGV[3])

@@ -10,12 +10,6 @@
 -- renewal, its arrival time plus the window.
 -- Returns {head or false, lost tokens...}: the head woken (if any) and the
 -- given tokens that are no longer queued.
--- Wakes a FIFO waiter: its token starts with the id of its Mutex, whose
--- wake channel is <ARGV channel base><id>.
-local function wake(base, token)
-  local id = string.match(token, '^([^.]*)%.') or ''
-  redis.call('PUBLISH', base .. id, token)
-end
 local window = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
