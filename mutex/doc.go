@@ -58,22 +58,29 @@
 // With Config.FIFO set, each key is granted strictly in the order in which
 // Lock calls reached Redis, across processes and Mutexes. Every Lock call
 // joins a queue per key in Redis (a sorted set scored by the server's clock
-// at arrival); a release wakes only the head of the queue, by publishing its
-// token on the wake channel of the head's Mutex, so one process wakes per
-// grant and Redis commands per grant do not grow with the number of waiters.
+// at arrival). A release hands the lock to the head of the queue in the
+// same script and tells it with a message on the wake channel of the head's
+// Mutex, so one process wakes per grant, the handoff costs no extra round
+// trip, and Redis commands per grant do not grow with the number of
+// waiters. The lock handed over expires after FIFOLiveness unless its new
+// holder confirms it, which it does at once with an Extend; until then its
+// lease is valid for FIFOLiveness from the waiter's last request that Redis
+// ran while it was still queued. (A waiter for several keys is woken
+// instead and claims its keys itself once it heads all its queues.)
 // TryLock never jumps a non-empty queue, and Check reports a key as held
 // while it has a holder or a queue.
 //
 // Nothing gets stuck: a cancelled waiter leaves its queues at once. Each
 // Mutex renews the queue entries of its waiters every FIFOLiveness/3; a
 // waiter whose process died or lost its connection is dropped at most
-// FIFOLiveness (1.5s) after its last renewal, and within one more renewal
-// period the queue moves on (2s in all, whatever the TTL). The same renewal
-// wakes the head of a queue whose lock is free, which recovers from a lost
-// wake-up and from a holder that crashed, as soon as its TTL runs out. Queue
-// keys expire 2×FIFOLiveness after the last renewal, so none outlives its
-// waiters, and none is left one renewal period (FIFOLiveness/3) after a
-// queue drains.
+// FIFOLiveness (1.2s) after its last renewal, a lock handed to it expires
+// FIFOLiveness after the handover, and within one more renewal period the
+// queue moves on: 1.6s in all, whatever the TTL. The same renewal wakes the
+// head of a queue whose lock is free, which recovers from a lost wake-up and
+// from a holder that crashed, as soon as its TTL runs out; a waiter whose
+// handover message was lost finds the lock handed to it when it next claims.
+// Queue keys expire 2×FIFOLiveness after the last renewal, so none outlives
+// its waiters, and none is left one renewal period after a queue drains.
 //
 // A multi-key Lock in FIFO mode joins the queue of every key in one script,
 // so all queues order their common waiters alike, and a waiter is granted

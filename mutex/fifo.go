@@ -2,6 +2,7 @@ package mutex
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,12 +15,15 @@ const (
 	// FIFOLiveness bounds how long a FIFO queue entry outlives its waiter:
 	// a waiter whose process died or lost its connection is dropped from
 	// the queue at most this long after its last renewal.
-	FIFOLiveness = 1500 * time.Millisecond
+	FIFOLiveness = 1200 * time.Millisecond
 	// fifoRenewEvery is how often a Mutex renews the queue entries of its
 	// FIFO waiters, and checks that each queue with a free lock is moving.
 	fifoRenewEvery = FIFOLiveness / 3
 )
 
+// fifoLivenessMS is also how long a lock handed to the head of a queue by a
+// release lasts until the head confirms it: a head that died in the
+// meantime holds up the queue no longer than a dead waiter would.
 var fifoLivenessMS = strconv.FormatInt(FIFOLiveness.Milliseconds(), 10)
 var fifoQueueTTLMS = strconv.FormatInt(2*FIFOLiveness.Milliseconds(), 10)
 
@@ -42,7 +46,7 @@ func (m *Mutex) release(ctx context.Context, l *lease) (int, error) {
 	// The server clock has surely passed the fence of a lease granted more
 	// than a couple of milliseconds ago; otherwise the script makes sure.
 	young := "0"
-	if time.Since(l.start) < 2*time.Millisecond {
+	if time.Since(l.seen) < 2*time.Millisecond {
 		young = "1"
 	}
 	if !m.fifo {
@@ -52,7 +56,7 @@ func (m *Mutex) release(ctx context.Context, l *lease) (int, error) {
 	for _, k := range l.rkeys {
 		keys = append(keys, k, queueKey(k))
 	}
-	return fifoReleaseScript.Run(ctx, m.client, keys, l.value, l.fence, young, m.wakeBase).Int()
+	return fifoReleaseScript.Run(ctx, m.client, keys, l.value, l.fence, young, m.wakeBase, fifoLivenessMS).Int()
 }
 
 // checkFIFO counts the resources that are held or queued for.
@@ -159,10 +163,17 @@ func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, erro
 	if err != nil {
 		return nil, err
 	}
+	// The kind after the Mutex id tells a release whether it may hand the
+	// lock straight to this waiter: only a waiter for one key ("s").
+	kind := "m."
+	if len(rkeys) == 1 {
+		kind = "s."
+	}
 	token, err := m.newToken()
 	if err != nil {
 		return nil, err
 	}
+	token = m.id + "." + kind + token[len(m.id)+1:]
 	var last *NotObtainedError
 	if !queued {
 		// Nobody of this Mutex waits for these keys: try before
@@ -191,6 +202,9 @@ func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, erro
 	}
 
 	join := func() (*lease, error) {
+		m.mu.Lock()
+		w.lowerBound = time.Now()
+		m.mu.Unlock()
 		l, blocked, err := m.fifoLock(ctx, keys, rkeys, token, false)
 		if err != nil || l != nil {
 			return l, err
@@ -213,18 +227,39 @@ func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, erro
 		case <-w.wake:
 		}
 		m.mu.Lock()
-		closed := m.closed
+		closed, fence, lower := m.closed, w.grantFence, w.lowerBound
+		w.grantFence = ""
 		m.mu.Unlock()
 		if closed {
 			m.leave(rkeys, token)
 			return nil, ErrClosed
 		}
+		if fence != "" {
+			l, err := m.handedOver(ctx, keys, rkeys, token, fence, lower)
+			if err != nil {
+				m.leave(rkeys, token)
+				return nil, err
+			}
+			if l != nil {
+				m.granted(w)
+				return l, nil
+			}
+			// The grant ran out before we could confirm it: the claim
+			// below finds out where we stand.
+		}
+		start := time.Now()
 		l, lost, err := m.fifoClaim(ctx, keys, rkeys, token)
 		if l != nil {
 			m.granted(w)
 		}
 		if err != nil || l != nil {
 			return leaseOrNil(l), err
+		}
+		if !lost {
+			// Still queued when the claim ran: a later grant comes after it.
+			m.mu.Lock()
+			w.lowerBound = start
+			m.mu.Unlock()
 		}
 		if lost {
 			// Our entry ran out (the renewals could not reach Redis in
@@ -237,6 +272,40 @@ func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, erro
 			}
 		}
 	}
+}
+
+// handedOver makes the lease of a lock that a release handed to this
+// waiter with fence. The release set the key to expire FIFOLiveness after
+// the grant, which came after lower, the start of the waiter's last request
+// that found it still queued; the lease is valid until then, and an Extend
+// confirms it for the whole TTL: in the background when enough of that
+// time is left, before returning otherwise. It returns a nil lease if the
+// grant ran out before it was confirmed.
+func (m *Mutex) handedOver(ctx context.Context, keys, rkeys []string, token, fenceStr string, lower time.Time) (*lease, error) {
+	fence, err := strconv.ParseInt(fenceStr, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("mutex: acquire: bad fence %q", fenceStr)
+	}
+	validity := min(m.ttl, FIFOLiveness)
+	l := m.newLeaseFor(keys, rkeys, token, fenceStr, fence, lower, validity, time.Now())
+	if time.Until(l.Deadline()) >= validity/2 {
+		m.bg.Add(1)
+		go func() {
+			defer m.bg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Until(l.Deadline()))
+			defer cancel()
+			// A failure ends the lease, or leaves it to its deadline.
+			_ = l.Extend(ctx)
+		}()
+		return l, nil
+	}
+	if err := l.Extend(ctx); err != nil {
+		if errors.Is(err, ErrNotHeld) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return l, nil
 }
 
 // granted notes that a queued waiter got its keys: its deadline entries, if
@@ -336,27 +405,43 @@ func (m *Mutex) renew(groups, forget map[string][]string) {
 		args = append(args, a)
 		keys = append(keys, ks)
 	}
+	sent := time.Now()
 	_, _ = pipe.Exec(ctx)
-	var wake []string
+	var wake, renewed []string
 	for i, c := range cmds {
 		res, err := c.Slice()
 		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			res, err = fifoRefreshScript.Run(ctx, m.client, keys[i], args[i]...).Slice()
 		}
-		if err != nil {
+		if err != nil || len(res) == 0 {
 			continue
 		}
-		for _, v := range res {
+		// res is {head woken or nil, tokens no longer queued...}.
+		if head, ok := res[0].(string); ok {
+			wake = append(wake, head)
+		}
+		lost := make(map[string]bool, len(res)-1)
+		for _, v := range res[1:] {
 			if s, ok := v.(string); ok {
+				lost[s] = true
 				wake = append(wake, s)
 			}
 		}
-	}
-	if len(wake) == 0 {
-		return
+		for _, t := range groups[keys[i][0]] {
+			if !lost[t] {
+				renewed = append(renewed, t)
+			}
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// Redis ran the renewal of these waiters while they were queued, so any
+	// grant to them comes after it.
+	for _, token := range renewed {
+		if w := m.tokens[token]; w != nil && w.lowerBound.Before(sent) {
+			w.lowerBound = sent
+		}
+	}
 	for _, token := range wake {
 		if w := m.tokens[token]; w != nil {
 			w.signal()

@@ -406,3 +406,70 @@ func TestFIFOCheck(t *testing.T) {
 	require.NoError(t, l.Unlock(ctx))
 	assert.Equal(t, mutex.Available, must[mutex.Status](t)(m.Check(ctx, "a", "b")))
 }
+
+// A release hands the lock straight to the head of the queue; the new
+// holder confirms the grant for the whole TTL in the background.
+func TestFIFOHandOverIsConfirmed(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+	a, b := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
+	ctx := t.Context()
+
+	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+	got := make(chan mutex.Lease, 1)
+	go func() {
+		l, err := b.Lock(ctx, "k")
+		assert.NoError(t, err)
+		got <- l
+	}()
+	waitQueueLen(t, c, cfg.Prefix, "k", 1)
+	require.NoError(t, held.Unlock(ctx))
+	l := <-got
+	require.NotNil(t, l)
+	assert.Greater(t, l.Fence(), held.Fence())
+	require.Eventually(t, func() bool {
+		d, ok := mutex.Deadline(l)
+		return ok && time.Until(d) > 30*time.Second
+	}, 5*time.Second, time.Millisecond, "the grant was not confirmed for the TTL")
+	pttl := must[time.Duration](t)(c.PTTL(ctx, cfg.Prefix+":{k}").Result())
+	assert.Greater(t, pttl, 30*time.Second)
+	require.NoError(t, l.Unlock(ctx))
+	drained(t, c, cfg.Prefix)
+}
+
+// A grant whose message is lost (the waiter's connections were cut) is
+// found again by the waiter's claim after it reconnects.
+func TestFIFOHandOverMessageLost(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	proxy := redistest.NewProxy(t, srv.Addr())
+	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+	a := newMutex(t, srv, cfg)
+	pc := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
+	t.Cleanup(func() { pc.Close() })
+	b, err := mutex.New(pc, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+	got := make(chan mutex.Lease, 1)
+	go func() {
+		l, err := b.Lock(ctx, "k")
+		assert.NoError(t, err)
+		got <- l
+	}()
+	waitQueueLen(t, c, cfg.Prefix, "k", 1)
+	proxy.Pause()
+	require.NoError(t, held.Unlock(ctx))
+	proxy.CutAll()
+	proxy.Resume()
+	l := <-got
+	require.NotNil(t, l)
+	assert.Greater(t, l.Fence(), held.Fence())
+	require.NoError(t, l.Extend(ctx))
+	require.NoError(t, l.Unlock(ctx))
+	drained(t, c, cfg.Prefix)
+}

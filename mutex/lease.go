@@ -17,7 +17,9 @@ type lease struct {
 	token string
 	fence int64
 	value string // "<token>:<fence>", the value stored under each key
-	start time.Time
+	// seen is a moment no earlier than the grant: the release script uses
+	// it to tell whether the server clock may not have passed the fence.
+	seen time.Time
 
 	mu       sync.Mutex
 	timer    *time.Timer
@@ -25,11 +27,21 @@ type lease struct {
 	done     chan struct{}
 	err      error // why the lease ended; nil while held
 	unlocked bool  // Unlock succeeded or found the keys gone
+	// unlocking counts Unlock calls in flight: an Extend that finds the
+	// keys gone meanwhile says nothing about the lease.
+	unlocking int
 }
 
 var _ Lease = (*lease)(nil)
 
+// newLease returns the lease granted by an attempt started at start.
 func (m *Mutex) newLease(keys, rkeys []string, token, fenceStr string, fence int64, start time.Time) *lease {
+	return m.newLeaseFor(keys, rkeys, token, fenceStr, fence, start, m.ttl, time.Now())
+}
+
+// newLeaseFor returns a lease whose keys were set to expire validity after
+// a moment no earlier than start, and that was granted no later than seen.
+func (m *Mutex) newLeaseFor(keys, rkeys []string, token, fenceStr string, fence int64, start time.Time, validity time.Duration, seen time.Time) *lease {
 	l := &lease{
 		m:     m,
 		keys:  keys,
@@ -37,11 +49,11 @@ func (m *Mutex) newLease(keys, rkeys []string, token, fenceStr string, fence int
 		token: token,
 		fence: fence,
 		value: token + ":" + fenceStr,
-		start: start,
+		seen:  seen,
 		done:  make(chan struct{}),
 	}
 	l.mu.Lock()
-	l.deadline = start.Add(m.ttl - m.drift)
+	l.deadline = start.Add(validity - m.drift)
 	l.timer = time.AfterFunc(time.Until(l.deadline), l.expire)
 	l.mu.Unlock()
 	return l
@@ -108,7 +120,9 @@ func (l *lease) extended(start time.Time, idx int64, err error) error {
 	defer l.mu.Unlock()
 	if idx != 0 {
 		err := fmt.Errorf("%w: %q is no longer held by this lease", ErrNotHeld, l.keys[idx-1])
-		l.endLocked(err)
+		if l.unlocking == 0 && !l.unlocked {
+			l.endLocked(err)
+		}
 		return fmt.Errorf("mutex: extend: %w", err)
 	}
 	if l.err != nil {
@@ -132,13 +146,15 @@ func (l *lease) Unlock(ctx context.Context) error {
 		l.mu.Unlock()
 		return fmt.Errorf("mutex: unlock: %w", ErrReleased)
 	}
+	l.unlocking++
 	l.mu.Unlock()
 	n, err := l.m.release(ctx, l)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unlocking--
 	if err != nil {
 		return fmt.Errorf("mutex: unlock: %w", err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.unlocked {
 		return fmt.Errorf("mutex: unlock: %w", ErrReleased)
 	}

@@ -2,6 +2,7 @@ package mutex
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -28,6 +29,11 @@ type waiter struct {
 	token    string // the waiter's owner token, under which it is queued
 	enqueued bool   // queued in Redis
 	renewed  bool   // its deadline was renewed at least once
+	// grantFence is set when a release handed the lock to the waiter.
+	grantFence string
+	// lowerBound is the start of the waiter's last request that Redis
+	// ran while the waiter was still queued: any grant comes after it.
+	lowerBound time.Time
 }
 
 func (w *waiter) signal() {
@@ -267,7 +273,13 @@ func (m *Mutex) released(key, payload string) {
 			for _, w := range m.tokens {
 				w.signal()
 			}
-		} else if w := m.tokens[payload]; w != nil {
+			return
+		}
+		token, fence, _ := strings.Cut(payload, " ")
+		if w := m.tokens[token]; w != nil {
+			if fence != "" {
+				w.grantFence = fence
+			}
 			w.signal()
 		}
 		return

@@ -3,15 +3,26 @@
 -- KEYS: for each resource, its lock key, queue key and deadline key.
 -- ARGV[1]: owner token, ARGV[2]: TTL in ms. A deadline entry the waiter may
 -- have is removed later by its Mutex's renewal, off the handoff path.
--- Returns {1, fence} when granted; {0, index} when not at the head of the
--- queue of resource index or when its lock is held; {-1, index} when the
--- waiter is no longer queued there (its deadline ran out).
+-- Returns {1, fence} when granted (or found granted by a release);
+-- {0, index} when not at the head of the queue of resource index or when
+-- its lock is held; {-1, index} when the waiter is no longer queued there
+-- (its deadline ran out).
 local n = #KEYS / 3
 for i = 1, n do
   local head = redis.call('ZRANGE', KEYS[3*i-1], 0, 0)
   if head[1] ~= ARGV[1] then
     if redis.call('ZSCORE', KEYS[3*i-1], ARGV[1]) then
       return {0, i}
+    end
+    if n == 1 then
+      -- A release granted us the lock, but its message did not arrive:
+      -- confirm the grant.
+      local v = redis.call('GET', KEYS[1])
+      local prefix = ARGV[1] .. ':'
+      if v and string.sub(v, 1, #prefix) == prefix then
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        return {1, string.sub(v, #prefix + 1)}
+      end
     end
     return {-1, i}
   end

@@ -1,24 +1,33 @@
 -- FIFO mode: release the lock keys that still hold ARGV[1]
--- ("<token>:<fence>") and wake the head of each queue by publishing its
--- token on the wake channel of its Mutex.
+-- ("<token>:<fence>") and hand each to the head of its queue. A head that
+-- waits for this one key (its token has the kind "s") is granted the lock
+-- at once, for ARGV[5] ms until it confirms with an Extend, and told so
+-- with its fence; any other head is woken to claim its keys itself.
 -- KEYS: for each resource, its lock key and queue key.
 -- ARGV[2]: the lease's fence; ARGV[3]: "1" if the lease is young enough that
 -- the server clock may not have passed its fence yet; ARGV[4]: the base
--- name of wake channels.
+-- name of wake channels; ARGV[5]: how long a grant lasts unconfirmed, in ms.
 -- Returns the number of keys released.
+if ARGV[3] == '1' then
+  pass(tonumber(ARGV[2]))
+end
 local n = 0
 for i = 1, #KEYS / 2 do
-  local lock = KEYS[2*i-1]
+  local lock, queue = KEYS[2*i-1], KEYS[2*i]
   if redis.call('GET', lock) == ARGV[1] then
-    redis.call('DEL', lock)
     n = n + 1
-    local head = redis.call('ZRANGE', KEYS[2*i], 0, 0)
-    if head[1] then
-      wake(ARGV[4], head[1])
+    local head = redis.call('ZRANGE', queue, 0, 0)[1]
+    if head and string.match(head, '^[^.]*%.s') then
+      local fence = now()
+      redis.call('SET', lock, head .. ':' .. fence, 'PX', ARGV[5])
+      redis.call('ZREM', queue, head)
+      wake(ARGV[4], head, fence)
+    else
+      redis.call('DEL', lock)
+      if head then
+        wake(ARGV[4], head)
+      end
     end
   end
-end
-if n > 0 and ARGV[3] == '1' then
-  pass(tonumber(ARGV[2]))
 end
 return n

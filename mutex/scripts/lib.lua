@@ -18,9 +18,12 @@ end
 
 -- wake publishes a FIFO waiter's token on the wake channel of its Mutex:
 -- the token starts with the Mutex's id and a dot, and the channel is base
--- followed by that id.
-local function wake(base, token)
+-- followed by that id. With a fence, the message tells the waiter that it
+-- was granted the lock with that fence.
+local function wake(base, token, fence)
   local id = string.match(token, '^([^.]*)%.') or ''
-  redis.call('PUBLISH', base .. id, token)
+  local msg = token
+  if fence then msg = token .. ' ' .. fence end
+  redis.call('PUBLISH', base .. id, msg)
 end
 
