@@ -472,3 +472,22 @@ func TestLostReplyIsReleased(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 	assert.Equal(t, mutex.Available, must[mutex.Status](t)(newMutex(t, srv, cfg).Check(t.Context(), "k")))
 }
+
+// An Extend that runs into a concurrent Unlock does not make the Unlock
+// report a lost lease.
+func TestExtendDuringUnlock(t *testing.T) {
+	srv := redistest.Shared(t)
+	m := newMutex(t, srv, mutex.Config{Prefix: prefix(t)})
+	ctx := t.Context()
+	for range 200 {
+		l := must[mutex.Lease](t)(m.Lock(ctx, "k"))
+		extended := make(chan struct{})
+		go func() {
+			defer close(extended)
+			_ = l.Extend(ctx)
+		}()
+		require.NoError(t, l.Unlock(ctx))
+		<-extended
+		require.ErrorIs(t, l.Err(), mutex.ErrReleased)
+	}
+}
