@@ -34,10 +34,11 @@ func CheckKey(key string, maxLen int) (missing bool, problem string) {
 
 // Acquire obtains a lease on key: with TryLock when wait is zero, otherwise
 // with Lock waiting at most wait. Contention, reentrancy and ErrInvalid
-// errors come back as they are; if ctx ended during a Redis call, the error
-// is a *mutex.NotObtainedError with ctx's error as its cause. Any other
-// failure is the Locker's (Redis down or slow, Mutex closed): unavailable is
-// true.
+// errors come back as they are; if ctx ended during a Redis call, or by the
+// time the lease was granted (the client gave up: its handler need not
+// run, and the lease is released), the error is a *mutex.NotObtainedError
+// with ctx's error as its cause. Any other failure is the Locker's (Redis
+// down or slow, Mutex closed): unavailable is true.
 func Acquire(ctx context.Context, l mutex.Locker, key string, wait time.Duration) (lease mutex.Lease, unavailable bool, err error) {
 	if wait == 0 {
 		lease, err = l.TryLock(ctx, key)
@@ -47,6 +48,11 @@ func Acquire(ctx context.Context, l mutex.Locker, key string, wait time.Duration
 		cancel()
 	}
 	switch {
+	case err == nil && ctx.Err() != nil:
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mutex.UnlockTimeout)
+		defer cancel()
+		_ = lease.Unlock(uctx)
+		return nil, false, &mutex.NotObtainedError{Cause: ctx.Err()}
 	case err == nil:
 		return lease, false, nil
 	case errors.Is(err, mutex.ErrNotObtained), errors.Is(err, mutex.ErrReentrant), errors.Is(err, mutex.ErrInvalid):

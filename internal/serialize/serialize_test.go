@@ -86,3 +86,32 @@ func TestAcquire(t *testing.T) {
 	require.True(t, errors.Is(err, context.Canceled))
 	require.False(t, unavailable)
 }
+
+// cancelOnGrant is a Locker whose grants arrive just after the caller's
+// context ended, as when a client gives up while its request waits.
+type cancelOnGrant struct {
+	mutex.Locker
+	cancel context.CancelFunc
+}
+
+func (c cancelOnGrant) Lock(ctx context.Context, keys ...string) (mutex.Lease, error) {
+	l, err := c.Locker.Lock(ctx, keys...)
+	c.cancel()
+	return l, err
+}
+
+func TestAcquireAfterTheRequestEnded(t *testing.T) {
+	srv := redistest.Shared(t)
+	m, err := mutex.New(srv.Client(t), mutex.Config{Prefix: "serialize-test-ended"})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	ctx, cancel := context.WithCancel(t.Context())
+	_, unavailable, err := serialize.Acquire(ctx, cancelOnGrant{m, cancel}, "k", time.Second)
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	require.False(t, unavailable)
+	// The lease granted too late was released.
+	st, err := m.Check(t.Context(), "k")
+	require.NoError(t, err)
+	assert.Equal(t, mutex.Available, st)
+}
