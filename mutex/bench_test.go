@@ -147,16 +147,7 @@ func BenchmarkHandoff(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		waiter := ms[(i+1)%2]
-		type grant struct {
-			at    time.Time
-			lease mutex.Lease
-			err   error
-		}
-		got := make(chan grant, 1)
-		go func() {
-			l, err := waiter.Lock(ctx, "k")
-			got <- grant{time.Now(), l, err}
-		}()
+		got := lockAsync(ctx, waiter, "k")
 		// Unlock once the waiter listens for the release and is idle.
 		for {
 			n, err := c.PubSubNumSub(ctx, channel).Result()

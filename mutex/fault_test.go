@@ -26,16 +26,12 @@ func TestWaiterRecoversFromRestart(t *testing.T) {
 			defer cancel()
 
 			held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-			got := make(chan error, 1)
-			var lease mutex.Lease
-			go func() {
-				var err error
-				lease, err = b.Lock(ctx, "k")
-				got <- err
-			}()
+			got := lockAsync(ctx, b, "k")
 			time.Sleep(100 * time.Millisecond)
 			srv.Restart(t)
-			require.NoError(t, <-got)
+			g := <-got
+			require.NoError(t, g.err)
+			lease := g.lease
 			assert.Greater(t, lease.Fence(), held.Fence())
 			require.NoError(t, lease.Unlock(ctx))
 			// The old lease cannot release anything of the new state.

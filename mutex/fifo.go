@@ -145,13 +145,9 @@ func (m *Mutex) grantOrBlocked(res []any, keys, rkeys []string, token string, st
 // leave removes token from the queues of rkeys in the background, and
 // releases any key it holds after all.
 func (m *Mutex) leave(rkeys []string, token string) {
-	m.bg.Add(1)
-	go func() {
-		defer m.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+	m.background(5*time.Second, func(ctx context.Context) {
 		_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.wakeBase).Err()
-	}()
+	})
 }
 
 // waitFIFO implements Lock in FIFO mode. Every call joins the Redis queue
@@ -289,14 +285,10 @@ func (m *Mutex) handedOver(ctx context.Context, keys, rkeys []string, token, fen
 	validity := min(m.ttl, FIFOLiveness)
 	l := m.newLeaseFor(keys, rkeys, token, fenceStr, fence, lower, validity, time.Now())
 	if time.Until(l.Deadline()) >= validity/2 {
-		m.bg.Add(1)
-		go func() {
-			defer m.bg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Until(l.Deadline()))
-			defer cancel()
+		m.background(time.Until(l.Deadline()), func(ctx context.Context) {
 			// A failure ends the lease, or leaves it to its deadline.
 			_ = l.Extend(ctx)
-		}()
+		})
 		return l, nil
 	}
 	if err := l.Extend(ctx); err != nil {

@@ -5,12 +5,30 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
 )
+
+// grant is the outcome of a Lock run by lockAsync.
+type grant struct {
+	lease mutex.Lease
+	err   error
+	at    time.Time // when Lock returned
+}
+
+// lockAsync runs m.Lock in a goroutine and delivers its outcome.
+func lockAsync(ctx context.Context, m *mutex.Mutex, keys ...string) <-chan grant {
+	ch := make(chan grant, 1)
+	go func() {
+		l, err := m.Lock(ctx, keys...)
+		ch <- grant{l, err, time.Now()}
+	}()
+	return ch
+}
 
 // newMutex returns a Mutex on its own client of srv, closed at cleanup.
 func newMutex(t testing.TB, srv *redistest.Server, cfg mutex.Config) *mutex.Mutex {

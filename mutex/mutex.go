@@ -370,13 +370,21 @@ func (m *Mutex) attempt(ctx context.Context, keys, rkeys []string) (*lease, *Not
 // (FIFO mode uses leave instead). The owner token makes this safe whether or
 // not the acquire happened.
 func (m *Mutex) releaseUnknown(rkeys []string, token string) {
+	m.background(min(m.ttl, 5*time.Second), func(ctx context.Context) {
+		// The fence is unknown, so match the stored value by its token.
+		_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
+	})
+}
+
+// background runs f in a goroutine that Close waits for, with a context
+// that ends after timeout.
+func (m *Mutex) background(timeout time.Duration, f func(ctx context.Context)) {
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), min(m.ttl, 5*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		// The fence is unknown, so match the stored value by its token.
-		_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
+		f(ctx)
 	}()
 }
 

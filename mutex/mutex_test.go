@@ -184,15 +184,12 @@ func TestMultiKeyAtomicity(t *testing.T) {
 	assert.Equal(t, mutex.PartiallyLocked, must[mutex.Status](t)(b.Check(ctx, "a", "b", "c")))
 
 	// A waiter for all three gets them once b is released.
-	got := make(chan mutex.Lease, 1)
-	go func() {
-		l, err := b.Lock(ctx, "a", "b", "c")
-		assert.NoError(t, err)
-		got <- l
-	}()
+	got := lockAsync(ctx, b, "a", "b", "c")
 	time.Sleep(50 * time.Millisecond)
 	require.NoError(t, lb.Unlock(ctx))
-	l := <-got
+	g := <-got
+	require.NoError(t, g.err)
+	l := g.lease
 	require.NotNil(t, l)
 	assert.Equal(t, []string{"a", "b", "c"}, l.Keys())
 	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "a", "b", "c")))
@@ -216,14 +213,10 @@ func TestCancelledWait(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 
 	ctx2, cancel2 := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		_, err := b.Lock(ctx2, "k")
-		done <- err
-	}()
+	done := lockAsync(ctx2, b, "k")
 	time.Sleep(20 * time.Millisecond)
 	cancel2()
-	err = <-done
+	err = (<-done).err
 	require.ErrorIs(t, err, mutex.ErrNotObtained)
 	require.ErrorIs(t, err, context.Canceled)
 
@@ -242,16 +235,7 @@ func TestWaiterWakesOnRelease(t *testing.T) {
 	defer cancel()
 
 	l := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-	type grant struct {
-		at    time.Time
-		lease mutex.Lease
-		err   error
-	}
-	got := make(chan grant, 1)
-	go func() {
-		l2, err := b.Lock(ctx, "k")
-		got <- grant{time.Now(), l2, err}
-	}()
+	got := lockAsync(ctx, b, "k")
 	time.Sleep(100 * time.Millisecond)
 	released := time.Now()
 	require.NoError(t, l.Unlock(ctx))
@@ -431,14 +415,10 @@ func TestCloseEndsWaits(t *testing.T) {
 	b, err := mutex.New(srv.Client(t), cfg)
 	require.NoError(t, err)
 	l := must[mutex.Lease](t)(a.Lock(t.Context(), "k"))
-	done := make(chan error, 1)
-	go func() {
-		_, err := b.Lock(t.Context(), "k")
-		done <- err
-	}()
+	done := lockAsync(t.Context(), b, "k")
 	time.Sleep(50 * time.Millisecond)
 	require.NoError(t, b.Close())
-	require.ErrorIs(t, <-done, mutex.ErrClosed)
+	require.ErrorIs(t, (<-done).err, mutex.ErrClosed)
 	_, err = b.TryLock(t.Context(), "k")
 	require.ErrorIs(t, err, mutex.ErrClosed)
 	require.NoError(t, l.Unlock(t.Context()))
