@@ -2,6 +2,7 @@ package mutex_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"sync"
@@ -88,12 +89,7 @@ func TestFIFOTryLockDoesNotJumpQueue(t *testing.T) {
 	ctx := t.Context()
 
 	l := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-	got := make(chan mutex.Lease, 1)
-	go func() {
-		l, err := b.Lock(ctx, "k")
-		assert.NoError(t, err)
-		got <- l
-	}()
+	got := lockAsync(ctx, b, "k")
 	waitQueueLen(t, c, cfg.Prefix, "k", 1)
 	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
 	// Release with the queued waiter pending: a TryLock racing it must lose
@@ -102,7 +98,9 @@ func TestFIFOTryLockDoesNotJumpQueue(t *testing.T) {
 	_, err := a.TryLock(ctx, "k")
 	require.ErrorIs(t, err, mutex.ErrNotObtained)
 	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
-	l2 := <-got
+	g := <-got
+	require.NoError(t, g.err)
+	l2 := g.lease
 	require.NoError(t, l2.Unlock(ctx))
 	assert.Equal(t, mutex.Available, must[mutex.Status](t)(a.Check(ctx, "k")))
 	l3 := must[mutex.Lease](t)(a.TryLock(ctx, "k"))
@@ -120,22 +118,13 @@ func TestFIFOCancelledWaiterLeaves(t *testing.T) {
 
 	l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
 	actx, cancel := context.WithCancel(ctx)
-	aerr := make(chan error, 1)
-	go func() {
-		_, err := a.Lock(actx, "k")
-		aerr <- err
-	}()
+	agot := lockAsync(actx, a, "k")
 	waitQueueLen(t, c, cfg.Prefix, "k", 1)
-	bgot := make(chan mutex.Lease, 1)
-	go func() {
-		l, err := b.Lock(ctx, "k")
-		assert.NoError(t, err)
-		bgot <- l
-	}()
+	bgot := lockAsync(ctx, b, "k")
 	waitQueueLen(t, c, cfg.Prefix, "k", 2)
 
 	cancel()
-	err := <-aerr
+	err := (<-agot).err
 	require.ErrorIs(t, err, mutex.ErrNotObtained)
 	require.ErrorIs(t, err, context.Canceled)
 	// The cancelled waiter leaves the queue at once, not after its liveness
@@ -143,8 +132,9 @@ func TestFIFOCancelledWaiterLeaves(t *testing.T) {
 	waitQueueLen(t, c, cfg.Prefix, "k", 1)
 	require.NoError(t, l.Unlock(ctx))
 	select {
-	case l := <-bgot:
-		require.NoError(t, l.Unlock(ctx))
+	case g := <-bgot:
+		require.NoError(t, g.err)
+		require.NoError(t, g.lease.Unlock(ctx))
 	case <-time.After(mutex.FIFOLiveness):
 		t.Fatal("the waiter behind a cancelled one was not served promptly")
 	}
@@ -196,30 +186,21 @@ func TestFIFOKilledWaiterIsSkipped(t *testing.T) {
 	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
 	waitQueueLen(t, c, cfg.Prefix, "k", 1)
 
-	got := make(chan time.Time, 1)
-	var lease atomic.Pointer[mutex.Lease]
-	go func() {
-		l, err := next.Lock(ctx, "k")
-		if assert.NoError(t, err) {
-			lease.Store(&l)
-		}
-		got <- time.Now()
-	}()
+	got := lockAsync(ctx, next, "k")
 	waitQueueLen(t, c, cfg.Prefix, "k", 2)
 
 	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
 	_ = child.Wait()
 	killed := time.Now()
 	require.NoError(t, l.Unlock(ctx))
-	at := <-got
-	stall := at.Sub(killed)
+	g := <-got
+	require.NoError(t, g.err)
+	stall := g.at.Sub(killed)
 	t.Logf("queue stalled %v after the queued waiter was killed", stall)
 	// The bound is FIFOLiveness plus one renewal period after the death;
 	// allow generously for a loaded machine.
 	assert.Less(t, stall, 3*mutex.FIFOLiveness)
-	if l := lease.Load(); l != nil {
-		require.NoError(t, (*l).Unlock(ctx))
-	}
+	require.NoError(t, g.lease.Unlock(ctx))
 	require.Eventually(t, func() bool { return len(keysLeft(t, c, cfg.Prefix)) == 0 },
 		3*mutex.FIFOLiveness, 10*time.Millisecond, "keys left: %v", keysLeft(t, c, cfg.Prefix))
 }
@@ -417,15 +398,12 @@ func TestFIFOHandOverIsConfirmed(t *testing.T) {
 	ctx := t.Context()
 
 	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-	got := make(chan mutex.Lease, 1)
-	go func() {
-		l, err := b.Lock(ctx, "k")
-		assert.NoError(t, err)
-		got <- l
-	}()
+	got := lockAsync(ctx, b, "k")
 	waitQueueLen(t, c, cfg.Prefix, "k", 1)
 	require.NoError(t, held.Unlock(ctx))
-	l := <-got
+	g := <-got
+	require.NoError(t, g.err)
+	l := g.lease
 	require.NotNil(t, l)
 	assert.Greater(t, l.Fence(), held.Fence())
 	require.Eventually(t, func() bool {
@@ -455,21 +433,50 @@ func TestFIFOHandOverMessageLost(t *testing.T) {
 	defer cancel()
 
 	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-	got := make(chan mutex.Lease, 1)
-	go func() {
-		l, err := b.Lock(ctx, "k")
-		assert.NoError(t, err)
-		got <- l
-	}()
+	got := lockAsync(ctx, b, "k")
 	waitQueueLen(t, c, cfg.Prefix, "k", 1)
 	proxy.Pause()
 	require.NoError(t, held.Unlock(ctx))
+	handed := must[string](t)(c.Get(ctx, cfg.Prefix+":{k}").Result())
 	proxy.CutAll()
 	proxy.Resume()
-	l := <-got
+	g := <-got
+	require.NoError(t, g.err)
+	l := g.lease
 	require.NotNil(t, l)
 	assert.Greater(t, l.Fence(), held.Fence())
+	// The waiter holds the very lock handed to it, not a later grant.
+	assert.Equal(t, handed, fmt.Sprintf("%s:%d", l.Token(), l.Fence()))
 	require.NoError(t, l.Extend(ctx))
 	require.NoError(t, l.Unlock(ctx))
 	drained(t, c, cfg.Prefix)
+}
+
+// A waiter whose TTL is shorter than its wait finds the lock handed to it
+// with too little validity left to trust; it takes it over for its whole
+// TTL before returning.
+func TestFIFOHandOverAfterALongWait(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	long := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+	short := mutex.Config{Prefix: prefix(t), TTL: 100 * time.Millisecond, FIFO: true}
+	a, b := newMutex(t, srv, long), newMutex(t, srv, short)
+	ctx := t.Context()
+
+	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+	got := lockAsync(ctx, b, "k")
+	waitQueueLen(t, c, long.Prefix, "k", 1)
+	time.Sleep(300 * time.Millisecond) // longer than b's TTL
+	require.NoError(t, held.Unlock(ctx))
+	handed := must[string](t)(c.Get(ctx, long.Prefix+":{k}").Result())
+	g := <-got
+	require.NoError(t, g.err)
+	l := g.lease
+	assert.Equal(t, handed, fmt.Sprintf("%s:%d", l.Token(), l.Fence()))
+	require.NoError(t, l.Err())
+	d, ok := mutex.Deadline(l)
+	require.True(t, ok)
+	assert.Greater(t, time.Until(d), time.Duration(0))
+	require.NoError(t, l.Unlock(ctx))
+	drained(t, c, long.Prefix)
 }
