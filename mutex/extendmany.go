@@ -2,7 +2,6 @@ package mutex
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,7 +45,7 @@ func ExtendMany(ctx context.Context, leases ...Lease) []error {
 		_, _ = pipe.Exec(ctx)
 		for j, it := range items {
 			idx, err := cmds[j].Int64()
-			if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			if isNoScript(err) {
 				// The script cache was flushed: Run loads it again.
 				errs[it.i] = it.l.Extend(ctx)
 				continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -32,36 +33,90 @@ var fifoQueueTTLMS = strconv.FormatInt(2*FIFOLiveness.Milliseconds(), 10)
 func queueKey(lockKey string) string    { return lockKey + ":q" }
 func deadlineKey(lockKey string) string { return lockKey + ":d" }
 
-// fifoKeys returns the lock, queue and deadline keys of each lock key.
-func fifoKeys(rkeys []string) []string {
-	out := make([]string, 0, 3*len(rkeys))
+// fifoKeys returns the lock, queue and deadline keys of each lock key, and
+// then the revocation marker of token.
+func fifoKeys(rkeys []string, token string) []string {
+	out := make([]string, 0, 3*len(rkeys)+1)
 	for _, k := range rkeys {
 		out = append(out, k, queueKey(k), deadlineKey(k))
 	}
-	return out
+	return append(out, markerKey(rkeys[0], token))
 }
 
-// release runs the release script of the Mutex's mode for l.
-func (m *Mutex) release(ctx context.Context, l *lease) (int, error) {
-	// The server clock has surely passed the fence of a lease granted more
-	// than a couple of milliseconds ago; otherwise the script makes sure.
-	young := "0"
-	if time.Since(l.seen) < 2*time.Millisecond {
-		young = "1"
-	}
-	if !m.fifo {
-		return releaseScript.Run(ctx, m.client, l.rkeys, l.value, l.fence, young).Int()
-	}
-	keys := make([]string, 0, 2*len(l.rkeys))
-	for _, k := range l.rkeys {
-		keys = append(keys, k, queueKey(k))
-	}
-	return fifoReleaseScript.Run(ctx, m.client, keys, l.value, l.fence, young, m.wakeBase, fifoLivenessMS).Int()
+// fifo is the FIFO mode: every Lock joins the Redis queue of each of its
+// keys; a release hands a key to the head of its queue, and publishes the
+// head's token on the wake channel of the head's Mutex, so that exactly
+// that waiter, and no other process, wakes.
+//
+// A waiter's token names one queue entry: a waiter that lost its entry
+// joins again under a new token, so that a grant (and its message) is
+// never taken for a grant to a later entry.
+type fifo struct {
+	m *Mutex
+
+	// Guarded by m.mu.
+	local  map[string]int         // local waiters per Redis key
+	tokens map[string]*fifoWaiter // waiters by current token
+	// forget holds, by lock key, the tokens of granted waiters whose
+	// deadline entries the next renewal removes.
+	forget   map[string][]string
+	renewing bool // the renewal loop runs
+	// wakeChannel is where releases wake this Mutex's waiters; wakeBase is
+	// its name without the id. wakeReady is closed once Redis confirmed
+	// the subscription to it.
+	wakeBase, wakeChannel string
+	wakeReady             chan struct{}
+	wakeSubscribed        bool
 }
 
-// checkFIFO counts the resources that are held or queued for.
-func (m *Mutex) checkFIFO(ctx context.Context, rkeys []string) (int64, error) {
-	pipe := m.client.Pipeline()
+// fifoWaiter is one Lock call in FIFO mode. Guarded by m.mu but for wake.
+type fifoWaiter struct {
+	rkeys []string
+	kind  string
+	token string
+	wake  chan struct{} // buffered: a pending reason to look
+	// enqueued tells that the entry of token was added to the queues, so
+	// that the renewals keep it; renewed that a renewal did.
+	enqueued, renewed bool
+	// grantFence is set when a release handed the lock to token.
+	grantFence string
+	// lowerBound is the start of the last request that Redis ran while
+	// the entry of token was queued: a grant to it comes after that.
+	lowerBound time.Time
+}
+
+func newFIFO(m *Mutex) *fifo {
+	f := &fifo{
+		m:         m,
+		local:     make(map[string]int),
+		tokens:    make(map[string]*fifoWaiter),
+		forget:    make(map[string][]string),
+		wakeBase:  m.prefix + ":w:",
+		wakeReady: make(chan struct{}),
+	}
+	f.wakeChannel = f.wakeBase + m.id
+	return f
+}
+
+func (w *fifoWaiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// kind is the part of a token after the Mutex id that tells a release
+// whether it may hand the lock straight to the waiter: only a waiter for
+// one key ("s").
+func kind(rkeys []string) string {
+	if len(rkeys) == 1 {
+		return "s."
+	}
+	return "m."
+}
+
+func (f *fifo) check(ctx context.Context, rkeys []string) (int64, error) {
+	pipe := f.m.client.Pipeline()
 	cmds := make([]*redis.IntCmd, len(rkeys))
 	for i, k := range rkeys {
 		cmds[i] = pipe.Exists(ctx, k, queueKey(k))
@@ -78,218 +133,334 @@ func (m *Mutex) checkFIFO(ctx context.Context, rkeys []string) (int64, error) {
 	return n, nil
 }
 
-// fifoLock takes the resources if nobody holds or waits for any of them;
-// otherwise, unless try is set, it queues token for each of them.
-func (m *Mutex) fifoLock(ctx context.Context, keys, rkeys []string, token string, try bool) (*lease, *NotObtainedError, error) {
-	if token == "" {
-		var err error
-		if token, err = m.newToken(); err != nil {
-			return nil, nil, err
-		}
+// release releases the keys of l and hands each to the head of its queue.
+func (f *fifo) release(ctx context.Context, l *lease) (int, bool, error) {
+	keys := make([]string, 0, 2*len(l.rkeys))
+	for _, k := range l.rkeys {
+		keys = append(keys, k, queueKey(k))
 	}
+	cmd, resent := runCounted(ctx, f.m.client, fifoReleaseScript, keys, l.value, l.fence, l.young(), f.wakeBase, fifoLivenessMS)
+	n, err := cmd.Int()
+	return n, resent, err
+}
+
+func (f *fifo) tryLock(ctx context.Context, keys, rkeys []string) (Lease, error) {
+	token, err := f.m.newToken(kind(rkeys))
+	if err != nil {
+		return nil, err
+	}
+	l, blocked, err := f.join(ctx, keys, rkeys, token, true)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("acquire: %w", err)
+	case l != nil:
+		return l, nil
+	case blocked != nil:
+		return nil, blocked
+	}
+	return nil, fmt.Errorf("acquire: reply arrived after the lease's validity: %w", os.ErrDeadlineExceeded)
+}
+
+// join takes the resources if nobody holds or waits for any of them;
+// otherwise, unless try is set, it queues token for each of them. If Redis
+// does not answer, token leaves in the background.
+func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try bool) (*lease, *NotObtainedError, error) {
 	onlyTry := "0"
 	if try {
 		onlyTry = "1"
 	}
 	start := time.Now()
-	res, err := fifoLockScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.ttlMS, fifoQueueTTLMS, onlyTry).Slice()
+	res, err := fifoLockScript.Run(ctx, f.m.client, fifoKeys(rkeys, token), token, f.m.ttlMS, fifoQueueTTLMS, onlyTry).Slice()
 	if err != nil {
-		m.leave(rkeys, token)
-		return nil, nil, fmt.Errorf("mutex: acquire: %w", err)
+		if !isRedisReply(err) {
+			f.leave(rkeys, token, true)
+		}
+		return nil, nil, err
 	}
-	return m.grantOrBlocked(res, keys, rkeys, token, start)
+	return f.m.grantOrBlocked(res, keys, rkeys, token, start)
 }
 
-// fifoClaim takes the resources for a queued waiter at the head of their
+// claim takes the resources for a queued waiter at the head of their
 // queues. lost reports that the waiter is no longer queued.
-func (m *Mutex) fifoClaim(ctx context.Context, keys, rkeys []string, token string) (l *lease, lost bool, err error) {
+func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l *lease, lost bool, err error) {
 	start := time.Now()
-	res, err := fifoClaimScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.ttlMS).Slice()
+	res, err := fifoClaimScript.Run(ctx, f.m.client, fifoKeys(rkeys, token), token, f.m.ttlMS).Slice()
 	if err != nil {
-		m.leave(rkeys, token)
-		return nil, false, fmt.Errorf("mutex: acquire: %w", err)
+		if !isRedisReply(err) {
+			f.leave(rkeys, token, true)
+		}
+		return nil, false, err
 	}
 	if code, _ := res[0].(int64); code == -1 {
 		return nil, true, nil
 	}
-	l, _, err = m.grantOrBlocked(res, keys, rkeys, token, start)
+	l, _, err = f.m.grantOrBlocked(res, keys, rkeys, token, start)
 	return l, false, err
 }
 
-// grantOrBlocked decodes the {1, fence} or {0, index, pttl} reply of an
-// acquire script.
-func (m *Mutex) grantOrBlocked(res []any, keys, rkeys []string, token string, start time.Time) (*lease, *NotObtainedError, error) {
-	if len(res) < 2 {
-		return nil, nil, fmt.Errorf("mutex: acquire: unexpected reply %v", res)
-	}
-	if ok, _ := res[0].(int64); ok == 1 {
-		fenceStr, _ := res[1].(string)
-		fence, err := strconv.ParseInt(fenceStr, 10, 64)
-		if err != nil {
-			return nil, nil, fmt.Errorf("mutex: acquire: bad fence %q", fenceStr)
-		}
-		return m.newLease(keys, rkeys, token, fenceStr, fence, start), nil, nil
-	}
-	blocked := &NotObtainedError{}
-	if idx, _ := res[1].(int64); idx >= 1 && int(idx) <= len(keys) {
-		blocked.Key = keys[idx-1]
-	}
-	if len(res) > 2 {
-		if pttl, _ := res[2].(int64); pttl > 0 {
-			blocked.RetryAfter = time.Duration(pttl) * time.Millisecond
-		}
-	}
-	return nil, blocked, nil
-}
-
 // leave removes token from the queues of rkeys in the background, and
-// releases any key it holds after all.
-func (m *Mutex) leave(rkeys []string, token string) {
-	m.background(5*time.Second, func(ctx context.Context) {
-		_ = fifoLeaveScript.Run(ctx, m.client, fifoKeys(rkeys), token, m.wakeBase).Err()
+// releases any key it holds after all. With revoke, the token is marked
+// revoked too, for a request of it whose outcome is unknown.
+func (f *fifo) leave(rkeys []string, token string, revoke bool) {
+	ttl := "0"
+	if revoke {
+		ttl = f.m.revokeTTL()
+	}
+	keys := fifoKeys(rkeys, token)
+	f.m.untilAnswered(func(ctx context.Context) error {
+		return fifoLeaveScript.Run(ctx, f.m.client, keys, token, f.wakeBase, ttl).Err()
 	})
 }
 
-// waitFIFO implements Lock in FIFO mode. Every call joins the Redis queue
-// of each of its keys under its own token; a release publishes the token of
-// the head of the queue on the wake channel of the head's Mutex, so exactly
-// that waiter, and no other process, wakes.
-func (m *Mutex) waitFIFO(ctx context.Context, keys, rkeys []string) (Lease, error) {
-	queued, err := m.queuedLocally(ctx, rkeys)
+// lock implements Lock in FIFO mode.
+func (f *fifo) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
+	m := f.m
+	w := &fifoWaiter{rkeys: rkeys, kind: kind(rkeys), wake: make(chan struct{}, 1)}
+	token, err := m.newToken(w.kind)
 	if err != nil {
 		return nil, err
 	}
-	// The kind after the Mutex id tells a release whether it may hand the
-	// lock straight to this waiter: only a waiter for one key ("s").
-	kind := "m."
-	if len(rkeys) == 1 {
-		kind = "s."
-	}
-	token, err := m.newToken()
-	if err != nil {
-		return nil, err
-	}
-	token = m.id + "." + kind + token[len(m.id)+1:]
 	var last *NotObtainedError
-	if !queued {
+	if !f.queuedLocally(rkeys) {
 		// Nobody of this Mutex waits for these keys: try before
 		// subscribing, which an uncontended lock does not need.
-		l, blocked, err := m.fifoLock(ctx, keys, rkeys, token, true)
-		if err != nil || l != nil {
-			return leaseOrNil(l), err
+		l, blocked, err := f.join(ctx, keys, rkeys, token, true)
+		if err != nil {
+			return nil, ended(ctx, nil, err)
+		}
+		if l != nil {
+			return l, nil
 		}
 		last = blocked
+		if last == nil {
+			// The grant came too late to use: queue under a new token.
+			if token, err = m.newToken(w.kind); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	// Listen for our token before joining the queue, so that no wake-up
 	// can be missed.
-	w, err := m.enqueue(rkeys, token)
-	if err != nil {
+	if err := f.register(w, token); err != nil {
 		return nil, err
 	}
-	defer m.dequeue(w, false)
+	defer f.unregister(w)
 	select {
-	case <-m.wakeReady:
+	case <-f.wakeReady:
 	case <-ctx.Done():
 		return nil, notObtained(last, ctx.Err())
+	case <-m.stop:
+		return nil, ErrClosed
 	case <-time.After(m.ttl):
 		// The pub/sub connection is slow or down: the renewal loop still
 		// wakes the head of a queue whose lock is free.
 	}
 
-	join := func() (*lease, error) {
-		m.mu.Lock()
-		w.lowerBound = time.Now()
-		m.mu.Unlock()
-		l, blocked, err := m.fifoLock(ctx, keys, rkeys, token, false)
-		if err != nil || l != nil {
-			return l, err
+	// enter joins the queues under the waiter's current token.
+	enter := func() (*lease, error) {
+		for {
+			m.mu.Lock()
+			if m.closed {
+				m.mu.Unlock()
+				return nil, ErrClosed
+			}
+			w.lowerBound = time.Now()
+			token := w.token
+			m.mu.Unlock()
+			l, blocked, err := f.join(ctx, keys, rkeys, token, false)
+			if err != nil {
+				return nil, ended(ctx, last, err)
+			}
+			if l != nil {
+				return l, nil
+			}
+			if blocked == nil {
+				// Granted, too late to use: join again as a new entry.
+				if err := f.renewToken(w); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			last = blocked
+			m.mu.Lock()
+			w.enqueued = true
+			f.startRenewLocked()
+			m.mu.Unlock()
+			return nil, nil
 		}
-		last = blocked
-		m.mu.Lock()
-		w.enqueued = true
-		m.startRenewLocked()
-		m.mu.Unlock()
-		return nil, nil
 	}
-	if l, err := join(); err != nil || l != nil {
+	if l, err := enter(); err != nil || l != nil {
 		return leaseOrNil(l), err
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			m.leave(rkeys, token)
+			f.leave(rkeys, f.tokenOf(w), false)
 			return nil, notObtained(last, ctx.Err())
+		case <-m.stop:
+			f.leave(rkeys, f.tokenOf(w), false)
+			return nil, ErrClosed
 		case <-w.wake:
 		}
 		m.mu.Lock()
-		closed, fence, lower := m.closed, w.grantFence, w.lowerBound
+		closed, token, fence, lower := m.closed, w.token, w.grantFence, w.lowerBound
 		w.grantFence = ""
 		m.mu.Unlock()
 		if closed {
-			m.leave(rkeys, token)
+			f.leave(rkeys, token, false)
 			return nil, ErrClosed
 		}
 		if fence != "" {
-			l, err := m.handedOver(ctx, keys, rkeys, token, fence, lower)
+			l, err := f.handedOver(ctx, keys, rkeys, token, fence, lower)
 			if err != nil {
-				m.leave(rkeys, token)
-				return nil, err
+				f.leave(rkeys, token, false)
+				return nil, ended(ctx, last, err)
 			}
 			if l != nil {
-				m.granted(w)
+				f.granted(w)
 				return l, nil
 			}
 			// The grant ran out before we could confirm it: the claim
 			// below finds out where we stand.
 		}
 		start := time.Now()
-		l, lost, err := m.fifoClaim(ctx, keys, rkeys, token)
-		if l != nil {
-			m.granted(w)
+		l, lost, err := f.claim(ctx, keys, rkeys, token)
+		if err != nil {
+			return nil, ended(ctx, last, err)
 		}
-		if err != nil || l != nil {
-			return leaseOrNil(l), err
+		if l != nil {
+			f.granted(w)
+			return l, nil
 		}
 		if !lost {
 			// Still queued when the claim ran: a later grant comes after it.
 			m.mu.Lock()
-			w.lowerBound = start
-			m.mu.Unlock()
-		}
-		if lost {
-			// Our entry ran out (the renewals could not reach Redis in
-			// time): queue again, at the end.
-			if l, err := join(); err != nil || l != nil {
-				if l != nil {
-					m.granted(w)
-				}
-				return leaseOrNil(l), err
+			if w.token == token {
+				w.lowerBound = start
 			}
+			m.mu.Unlock()
+			continue
+		}
+		// Our entry ran out (the renewals could not reach Redis in time),
+		// or a grant to it did: queue again, at the end, as a new entry.
+		f.leave(rkeys, token, false)
+		if err := f.renewToken(w); err != nil {
+			return nil, err
+		}
+		if l, err := enter(); err != nil || l != nil {
+			if l != nil {
+				f.granted(w)
+			}
+			return leaseOrNil(l), err
 		}
 	}
 }
 
-// handedOver makes the lease of a lock that a release handed to this
-// waiter with fence. The release set the key to expire FIFOLiveness after
-// the grant, which came after lower, the start of the waiter's last request
-// that found it still queued; the lease is valid until then, and an Extend
-// confirms it for the whole TTL: in the background when enough of that
-// time is left, before returning otherwise. It returns a nil lease if the
-// grant ran out before it was confirmed.
-func (m *Mutex) handedOver(ctx context.Context, keys, rkeys []string, token, fenceStr string, lower time.Time) (*lease, error) {
+// queuedLocally reports whether waiters of this Mutex queue for one of
+// rkeys.
+func (f *fifo) queuedLocally(rkeys []string) bool {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	for _, k := range rkeys {
+		if f.local[k] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// register makes w the waiter of token, and subscribes to the wake channel
+// unless that is done already.
+func (f *fifo) register(w *fifoWaiter, token string) error {
+	m := f.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	w.token = token
+	f.tokens[token] = w
+	for _, k := range w.rkeys {
+		f.local[k]++
+	}
+	if !f.wakeSubscribed {
+		f.wakeSubscribed = true
+		m.subscribeLocked(f.wakeChannel)
+	}
+	return nil
+}
+
+// unregister forgets w.
+func (f *fifo) unregister(w *fifoWaiter) {
+	m := f.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f.tokens[w.token] == w {
+		delete(f.tokens, w.token)
+	}
+	for _, k := range w.rkeys {
+		if f.local[k]--; f.local[k] <= 0 {
+			delete(f.local, k)
+		}
+	}
+}
+
+// renewToken gives w a new token for a new queue entry; messages for its
+// old token are ignored from now on.
+func (f *fifo) renewToken(w *fifoWaiter) error {
+	token, err := f.m.newToken(w.kind)
+	if err != nil {
+		return err
+	}
+	m := f.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f.tokens[w.token] == w {
+		delete(f.tokens, w.token)
+	}
+	w.token = token
+	w.enqueued, w.renewed, w.grantFence = false, false, ""
+	f.tokens[token] = w
+	return nil
+}
+
+func (f *fifo) tokenOf(w *fifoWaiter) string {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	return w.token
+}
+
+// handedOver makes the lease of a lock that a release handed to the entry
+// of token with fence. The release set the key to expire FIFOLiveness after
+// the grant, which came after lower, the start of the last request that
+// found the entry still queued; the lease is valid until then, and an
+// Extend confirms it for the whole TTL: in the background when at least
+// half of that time is left, before returning otherwise. It returns a nil
+// lease if the grant ran out before it was confirmed.
+func (f *fifo) handedOver(ctx context.Context, keys, rkeys []string, token, fenceStr string, lower time.Time) (*lease, error) {
 	fence, err := strconv.ParseInt(fenceStr, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("mutex: acquire: bad fence %q", fenceStr)
+		return nil, fmt.Errorf("acquire: bad fence %q", fenceStr)
 	}
+	m := f.m
 	validity := min(m.ttl, FIFOLiveness)
 	l := m.newLeaseFor(keys, rkeys, token, fenceStr, fence, lower, validity, time.Now())
+	if l.Err() != nil {
+		return nil, nil
+	}
 	if time.Until(l.Deadline()) >= validity/2 {
-		m.background(time.Until(l.Deadline()), func(ctx context.Context) {
+		m.mu.Lock()
+		started := m.goLocked(func(bg context.Context) {
+			ctx, cancel := context.WithDeadline(bg, l.Deadline())
+			defer cancel()
 			// A failure ends the lease, or leaves it to its deadline.
 			_ = l.Extend(ctx)
 		})
-		return l, nil
+		m.mu.Unlock()
+		if started {
+			return l, nil
+		}
 	}
 	if err := l.Extend(ctx); err != nil {
 		if errors.Is(err, ErrNotHeld) {
@@ -302,77 +473,111 @@ func (m *Mutex) handedOver(ctx context.Context, keys, rkeys []string, token, fen
 
 // granted notes that a queued waiter got its keys: its deadline entries, if
 // it ever had any, are removed by the next renewal.
-func (m *Mutex) granted(w *waiter) {
+func (f *fifo) granted(w *fifoWaiter) {
+	m := f.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !w.renewed {
 		return
 	}
-	for _, q := range w.queues {
-		m.forget[q.key] = append(m.forget[q.key], w.token)
+	for _, k := range w.rkeys {
+		f.forget[k] = append(f.forget[k], w.token)
 	}
-	m.startRenewLocked()
+	f.startRenewLocked()
 }
 
-// leaseOrNil keeps a nil *lease from becoming a non-nil Lease.
-func leaseOrNil(l *lease) Lease {
-	if l == nil {
-		return nil
+// message handles a message on the wake channel: the token of the waiter
+// to wake, and the fence if a release granted it the lock. An empty
+// payload means that wake-ups may have been lost: every waiter looks.
+func (f *fifo) message(channel, payload string) {
+	m := f.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if channel != f.wakeChannel {
+		return
 	}
-	return l
+	if payload == "" {
+		for _, w := range f.tokens {
+			w.signal()
+		}
+		return
+	}
+	token, fence, _ := strings.Cut(payload, " ")
+	if w := f.tokens[token]; w != nil {
+		if fence != "" {
+			w.grantFence = fence
+		}
+		w.signal()
+	}
+}
+
+func (f *fifo) subscribedLocked(channel string) {
+	if channel != f.wakeChannel {
+		return
+	}
+	select {
+	case <-f.wakeReady:
+	default:
+		close(f.wakeReady)
+	}
+}
+
+func (f *fifo) closeLocked() {
+	for _, w := range f.tokens {
+		w.signal()
+	}
 }
 
 // startRenewLocked starts the loop that renews the queue entries of this
-// Mutex's FIFO waiters. m.mu must be held.
-func (m *Mutex) startRenewLocked() {
-	if m.renewing || m.closed {
+// Mutex's waiters. m.mu must be held.
+func (f *fifo) startRenewLocked() {
+	if f.renewing {
 		return
 	}
-	m.renewing = true
-	m.bg.Add(1)
-	go m.renewLoop()
+	f.renewing = f.m.goLocked(f.renewLoop)
 }
 
-// renewLoop renews, every fifoRenewEvery, the deadlines of the queued FIFO
+// renewLoop renews, every fifoRenewEvery, the deadlines of the queued
 // waiters of this Mutex, one script per key in one pipeline. The script
 // also drops dead waiters, removes the deadline entries of waiters granted
 // since the last renewal, and wakes the head of a queue whose lock is free,
 // which moves a queue on after a holder or head waiter crashed, or after a
-// lost wake-up. The loop ends when nothing is left to do.
-func (m *Mutex) renewLoop() {
-	defer m.bg.Done()
+// lost wake-up. The loop ends when nothing is left to do, or with Close.
+func (f *fifo) renewLoop(ctx context.Context) {
+	m := f.m
 	ticker := time.NewTicker(fifoRenewEvery)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ticker.C:
-		case <-m.stop:
+		case <-ctx.Done():
 		}
 		m.mu.Lock()
 		groups := make(map[string][]string)
-		for token, w := range m.tokens {
+		for token, w := range f.tokens {
 			if !w.enqueued {
 				continue
 			}
 			w.renewed = true
-			for _, q := range w.queues {
-				groups[q.key] = append(groups[q.key], token)
+			for _, k := range w.rkeys {
+				groups[k] = append(groups[k], token)
 			}
 		}
-		forget := m.forget
-		m.forget = make(map[string][]string)
-		if (len(groups) == 0 && len(forget) == 0) || m.closed {
-			m.renewing = false
+		forget := f.forget
+		f.forget = make(map[string][]string)
+		if (len(groups) == 0 && len(forget) == 0) || ctx.Err() != nil {
+			f.renewing = false
 			m.mu.Unlock()
 			return
 		}
 		m.mu.Unlock()
-		m.renew(groups, forget)
+		f.renew(ctx, groups, forget)
 	}
 }
 
-func (m *Mutex) renew(groups, forget map[string][]string) {
-	ctx, cancel := context.WithTimeout(context.Background(), fifoRenewEvery)
+func (f *fifo) renew(ctx context.Context, groups, forget map[string][]string) {
+	m := f.m
+	ctx, cancel := context.WithTimeout(ctx, fifoRenewEvery)
 	defer cancel()
 	for k := range forget {
 		if _, ok := groups[k]; !ok {
@@ -385,7 +590,7 @@ func (m *Mutex) renew(groups, forget map[string][]string) {
 	keys := make([][]string, 0, len(groups))
 	for k, tokens := range groups {
 		a := make([]any, 0, 3+len(tokens)+len(forget[k]))
-		a = append(a, fifoLivenessMS, m.wakeBase, len(tokens))
+		a = append(a, fifoLivenessMS, f.wakeBase, len(tokens))
 		for _, t := range tokens {
 			a = append(a, t)
 		}
@@ -402,7 +607,7 @@ func (m *Mutex) renew(groups, forget map[string][]string) {
 	var wake, renewed []string
 	for i, c := range cmds {
 		res, err := c.Slice()
-		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		if isNoScript(err) {
 			res, err = fifoRefreshScript.Run(ctx, m.client, keys[i], args[i]...).Slice()
 		}
 		if err != nil || len(res) == 0 {
@@ -427,15 +632,15 @@ func (m *Mutex) renew(groups, forget map[string][]string) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// Redis ran the renewal of these waiters while they were queued, so any
+	// Redis ran the renewal of these entries while they were queued, so any
 	// grant to them comes after it.
 	for _, token := range renewed {
-		if w := m.tokens[token]; w != nil && w.lowerBound.Before(sent) {
+		if w := f.tokens[token]; w != nil && w.lowerBound.Before(sent) {
 			w.lowerBound = sent
 		}
 	}
 	for _, token := range wake {
-		if w := m.tokens[token]; w != nil {
+		if w := f.tokens[token]; w != nil {
 			w.signal()
 		}
 	}

@@ -41,6 +41,7 @@ func (m *Mutex) newLease(keys, rkeys []string, token, fenceStr string, fence int
 
 // newLeaseFor returns a lease whose keys were set to expire validity after
 // a moment no earlier than start, and that was granted no later than seen.
+// A lease whose validity has already run out is returned ended.
 func (m *Mutex) newLeaseFor(keys, rkeys []string, token, fenceStr string, fence int64, start time.Time, validity time.Duration, seen time.Time) *lease {
 	l := &lease{
 		m:     m,
@@ -53,10 +54,21 @@ func (m *Mutex) newLeaseFor(keys, rkeys []string, token, fenceStr string, fence 
 		done:  make(chan struct{}),
 	}
 	l.mu.Lock()
-	l.deadline = start.Add(validity - m.drift)
+	l.deadline = start.Add(validity - driftFor(validity))
 	l.timer = time.AfterFunc(time.Until(l.deadline), l.expire)
+	l.expireLocked()
 	l.mu.Unlock()
 	return l
+}
+
+// young tells the release script whether the server clock may not have
+// passed the lease's fence yet: only for a lease granted a couple of
+// milliseconds ago.
+func (l *lease) young() string {
+	if time.Since(l.seen) < 2*time.Millisecond {
+		return "1"
+	}
+	return "0"
 }
 
 func (l *lease) Keys() []string { return append([]string(nil), l.keys...) }
@@ -65,9 +77,13 @@ func (l *lease) Fence() int64   { return l.fence }
 
 func (l *lease) Done() <-chan struct{} { return l.done }
 
+// Err reports the end of the lease. It compares the validity deadline with
+// the clock itself, so it never reports a lease held past its deadline,
+// even before the expiry timer has run.
 func (l *lease) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.expireLocked()
 	return l.err
 }
 
@@ -82,6 +98,12 @@ func (l *lease) Deadline() time.Time {
 func (l *lease) expire() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.expireLocked()
+}
+
+// expireLocked ends the lease if its validity has run out. l.mu must be
+// held.
+func (l *lease) expireLocked() {
 	if l.err == nil && !time.Now().Before(l.deadline) {
 		l.endLocked(fmt.Errorf("%w: validity of the lease on %q ran out", ErrNotHeld, l.keys))
 	}
@@ -104,7 +126,7 @@ func (l *lease) endLocked(err error) {
 // a key; and the Redis error, leaving the lease as it was, if Redis fails.
 func (l *lease) Extend(ctx context.Context) error {
 	if err := l.Err(); err != nil {
-		return fmt.Errorf("mutex: extend: %w", err)
+		return fmt.Errorf("extend: %w", err)
 	}
 	start := time.Now()
 	idx, err := extendScript.Run(ctx, l.m.client, l.rkeys, l.value, l.m.ttlMS).Int64()
@@ -114,7 +136,7 @@ func (l *lease) Extend(ctx context.Context) error {
 // extended applies the outcome of the extend script started at start.
 func (l *lease) extended(start time.Time, idx int64, err error) error {
 	if err != nil {
-		return fmt.Errorf("mutex: extend: %w", err)
+		return fmt.Errorf("extend: %w", err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -123,11 +145,12 @@ func (l *lease) extended(start time.Time, idx int64, err error) error {
 		if l.unlocking == 0 && !l.unlocked {
 			l.endLocked(err)
 		}
-		return fmt.Errorf("mutex: extend: %w", err)
+		return fmt.Errorf("extend: %w", err)
 	}
+	l.expireLocked()
 	if l.err != nil {
 		// The validity ran out while the call was in flight.
-		return fmt.Errorf("mutex: extend: %w", l.err)
+		return fmt.Errorf("extend: %w", l.err)
 	}
 	l.deadline = start.Add(l.m.ttl - l.m.drift)
 	l.timer.Reset(time.Until(l.deadline))
@@ -140,31 +163,44 @@ func (l *lease) extended(start time.Time, idx int64, err error) error {
 // Unlock, an error wrapping ErrNotHeld when the validity had run out or a key
 // was no longer held, and the Redis error if Redis fails, in which case
 // Unlock may be called again.
+//
+// A release that the client sent again after losing the reply of the first
+// send (go-redis retries by default) finds the keys gone: when that reply
+// still arrives within the lease's validity, the first send released them,
+// and Unlock returns nil.
 func (l *lease) Unlock(ctx context.Context) error {
 	l.mu.Lock()
 	if l.unlocked {
 		l.mu.Unlock()
-		return fmt.Errorf("mutex: unlock: %w", ErrReleased)
+		return fmt.Errorf("unlock: %w", ErrReleased)
 	}
 	l.unlocking++
 	l.mu.Unlock()
-	n, err := l.m.release(ctx, l)
+	n, resent, err := l.m.mode.release(ctx, l)
+	replied := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.unlocking--
 	if err != nil {
-		return fmt.Errorf("mutex: unlock: %w", err)
+		return fmt.Errorf("unlock: %w", err)
 	}
 	if l.unlocked {
-		return fmt.Errorf("mutex: unlock: %w", ErrReleased)
+		return fmt.Errorf("unlock: %w", ErrReleased)
 	}
 	l.unlocked = true
-	if l.err != nil {
-		return fmt.Errorf("mutex: unlock: %w", l.err)
+	if n != len(l.rkeys) && resent && replied.Before(l.deadline) {
+		// Redis ran the first send before the deadline, when the keys
+		// were still the lease's: that send released them.
+		n = len(l.rkeys)
 	}
 	if n != len(l.rkeys) {
+		l.expireLocked()
 		l.endLocked(fmt.Errorf("%w: %d of %d keys were no longer held by this lease", ErrNotHeld, len(l.rkeys)-n, len(l.rkeys)))
-		return fmt.Errorf("mutex: unlock: %w", l.err)
+		return fmt.Errorf("unlock: %w", l.err)
+	}
+	l.expireLocked()
+	if l.err != nil {
+		return fmt.Errorf("unlock: %w", l.err)
 	}
 	l.endLocked(ErrReleased)
 	return nil

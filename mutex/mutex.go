@@ -3,7 +3,6 @@ package mutex
 import (
 	"context"
 	"crypto/rand"
-	_ "embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -93,41 +92,14 @@ type Lease interface {
 	Err() error
 }
 
-// The scripts, one per operation, each with the helpers of lib.lua in front.
-var (
-	//go:embed scripts/lib.lua
-	libSrc string
-	//go:embed scripts/acquire.lua
-	acquireSrc    string
-	acquireScript = redis.NewScript(libSrc + acquireSrc)
-	//go:embed scripts/release.lua
-	releaseSrc    string
-	releaseScript = redis.NewScript(libSrc + releaseSrc)
-	//go:embed scripts/extend.lua
-	extendSrc    string
-	extendScript = redis.NewScript(libSrc + extendSrc)
-	//go:embed scripts/fifo_lock.lua
-	fifoLockSrc    string
-	fifoLockScript = redis.NewScript(libSrc + fifoLockSrc)
-	//go:embed scripts/fifo_claim.lua
-	fifoClaimSrc    string
-	fifoClaimScript = redis.NewScript(libSrc + fifoClaimSrc)
-	//go:embed scripts/fifo_release.lua
-	fifoReleaseSrc    string
-	fifoReleaseScript = redis.NewScript(libSrc + fifoReleaseSrc)
-	//go:embed scripts/fifo_refresh.lua
-	fifoRefreshSrc    string
-	fifoRefreshScript = redis.NewScript(libSrc + fifoRefreshSrc)
-	//go:embed scripts/fifo_leave.lua
-	fifoLeaveSrc    string
-	fifoLeaveScript = redis.NewScript(libSrc + fifoLeaveSrc)
-	//go:embed scripts/release_token.lua
-	releaseTokenSrc    string
-	releaseTokenScript = redis.NewScript(libSrc + releaseTokenSrc)
-)
-
 // Mutex is a Locker on one Redis deployment. It is safe for concurrent use.
 // Close it when done to stop its pub/sub connection.
+//
+// The Mutex holds what both of its modes share: keys, tokens, the pub/sub
+// connection, leases and background work. How a lock is waited for,
+// granted and released is the business of its mode: plain (a release
+// wakes the local waiters of the key, who race for it) or FIFO (a release
+// hands the key to the head of its Redis queue).
 type Mutex struct {
 	id     string // random, starts every owner token
 	client redis.UniversalClient
@@ -135,26 +107,38 @@ type Mutex struct {
 	ttl    time.Duration
 	ttlMS  string
 	drift  time.Duration
-	fifo   bool
+	mode   mode
 
-	mu     sync.Mutex
-	queues map[string]*keyQueue // by Redis key; a queue exists while it has waiters
-	sub    *subscriber          // started with the first queue
-	tokens map[string]*waiter   // FIFO waiters by token
-	// forget holds, by lock key, the tokens of granted FIFO waiters whose
-	// deadline entries the next renewal removes.
-	forget map[string][]string
-	// renewing tells whether the FIFO deadline renewal loop runs.
-	renewing bool
-	stop     chan struct{} // closed by Close
-	// wakeChannel is where FIFO releases wake this Mutex's waiters;
-	// wakeBase is its name without the id. wakeReady is closed once the
-	// subscription to it is confirmed.
-	wakeBase, wakeChannel string
-	wakeReady             chan struct{}
-	wakeSubscribed        bool
-	closed                bool
-	bg                    sync.WaitGroup // background releases of unknown outcomes
+	mu       sync.Mutex
+	sub      *subscriber // started with the first subscription
+	closed   bool
+	stop     chan struct{}   // closed by Close
+	bgCtx    context.Context // cancelled by Close
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup // background work, registered under mu
+}
+
+// mode is how a Mutex waits for, grants and releases locks.
+type mode interface {
+	// tryLock makes one attempt; it returns a *NotObtainedError if a key
+	// is held.
+	tryLock(ctx context.Context, keys, rkeys []string) (Lease, error)
+	// lock waits for the keys.
+	lock(ctx context.Context, keys, rkeys []string) (Lease, error)
+	// check counts the keys that are held (or queued for).
+	check(ctx context.Context, rkeys []string) (int64, error)
+	// release runs the release script of l. It returns the number of keys
+	// released, and whether the call may have been sent more than once.
+	release(ctx context.Context, l *lease) (n int, resent bool, err error)
+	// message handles a pub/sub message, or with an empty payload, a
+	// subscription renewed after a reconnect.
+	message(channel, payload string)
+	// subscribedLocked is told that Redis confirmed a subscription that a
+	// request waits for. m.mu is held.
+	subscribedLocked(channel string)
+	// closeLocked wakes every waiter so that it sees the Mutex closed.
+	// m.mu is held.
+	closeLocked()
 }
 
 var _ Locker = (*Mutex)(nil)
@@ -189,27 +173,33 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 	ttl = ttl.Truncate(time.Millisecond)
 	var id [9]byte
 	if _, err := rand.Read(id[:]); err != nil {
-		return nil, fmt.Errorf("mutex: id: %w", err)
+		return nil, fmt.Errorf("new: random id: %w", err)
 	}
+	bgCtx, bgCancel := context.WithCancel(context.Background())
 	m := &Mutex{
-		id:     base64.RawURLEncoding.EncodeToString(id[:]),
-		fifo:   cfg.FIFO,
-		tokens: make(map[string]*waiter),
-		forget: make(map[string][]string),
-		stop:   make(chan struct{}),
-		client: client,
-		prefix: prefix,
-		ttl:    ttl,
-		ttlMS:  strconv.FormatInt(ttl.Milliseconds(), 10),
-		// The clock drift allowance of the Redlock algorithm: 1% of the TTL
-		// plus 2ms for the granularity of Redis expiry.
-		drift:     ttl/100 + 2*time.Millisecond,
-		queues:    make(map[string]*keyQueue),
-		wakeReady: make(chan struct{}),
+		id:       base64.RawURLEncoding.EncodeToString(id[:]),
+		stop:     make(chan struct{}),
+		bgCtx:    bgCtx,
+		bgCancel: bgCancel,
+		client:   client,
+		prefix:   prefix,
+		ttl:      ttl,
+		ttlMS:    strconv.FormatInt(ttl.Milliseconds(), 10),
+		drift:    driftFor(ttl),
 	}
-	m.wakeBase = prefix + ":w:"
-	m.wakeChannel = m.wakeBase + m.id
+	if cfg.FIFO {
+		m.mode = newFIFO(m)
+	} else {
+		m.mode = newPlain(m)
+	}
 	return m, nil
+}
+
+// driftFor returns the clock drift allowance of the Redlock algorithm for
+// keys set to expire after validity: 1% of it plus 2ms for the
+// granularity of Redis expiry.
+func driftFor(validity time.Duration) time.Duration {
+	return validity/100 + 2*time.Millisecond
 }
 
 func isNil(c redis.UniversalClient) bool {
@@ -227,12 +217,47 @@ func (m *Mutex) TTL() time.Duration { return m.ttl }
 func (m *Mutex) Prefix() string { return m.prefix }
 
 // FIFO reports whether the Mutex grants keys in request order.
-func (m *Mutex) FIFO() bool { return m.fifo }
+func (m *Mutex) FIFO() bool {
+	_, ok := m.mode.(*fifo)
+	return ok
+}
 
 // TryLock makes one attempt to hold every key. It returns a
 // *NotObtainedError (wrapping ErrNotObtained) if one of the keys is held,
-// an error wrapping ErrInvalid for bad keys, and the Redis error otherwise.
+// an error wrapping ErrInvalid for bad keys, ErrClosed after Close, and the
+// Redis error otherwise.
 func (m *Mutex) TryLock(ctx context.Context, keys ...string) (Lease, error) {
+	rkeys, err := m.start(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	return m.mode.tryLock(ctx, keys, rkeys)
+}
+
+// Lock waits until every key is held by one new lease, or ctx ends. The wait
+// is woken by the release announcement of a key, and re-checks a key no later
+// than the expiry of its holder's TTL. Waiters of one Mutex wait for a key
+// in arrival order, so a release costs one attempt per Mutex; without FIFO,
+// a waiter that another key blocks does not hold up the waiters behind it.
+//
+// A wait that ends with ctx, during an attempt too, returns a
+// *NotObtainedError for which both errors.Is(err, ErrNotObtained) and
+// errors.Is(err, ctx.Err()) hold. Bad keys give an error wrapping
+// ErrInvalid, a closed Mutex ErrClosed, and a Redis failure its error.
+func (m *Mutex) Lock(ctx context.Context, keys ...string) (Lease, error) {
+	rkeys, err := m.start(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &NotObtainedError{Cause: err}
+	}
+	return m.mode.lock(ctx, keys, rkeys)
+}
+
+// start checks the arguments of Lock and TryLock and maps the keys to Redis
+// keys.
+func (m *Mutex) start(ctx context.Context, keys []string) ([]string, error) {
 	rkeys, err := m.checkKeys(keys)
 	if err != nil {
 		return nil, err
@@ -243,47 +268,7 @@ func (m *Mutex) TryLock(ctx context.Context, keys ...string) (Lease, error) {
 	if err := m.checkOpen(); err != nil {
 		return nil, err
 	}
-	if m.fifo {
-		l, blocked, err := m.fifoLock(ctx, keys, rkeys, "", true)
-		if err != nil {
-			return nil, err
-		}
-		if l == nil {
-			return nil, blocked
-		}
-		return l, nil
-	}
-	l, blocked, err := m.attempt(ctx, keys, rkeys)
-	if err != nil {
-		return nil, err
-	}
-	if l == nil {
-		return nil, blocked
-	}
-	return l, nil
-}
-
-// Lock waits until every key is held by one new lease, or ctx ends. The wait
-// is woken by the release announcement of a key, and re-checks a key no later
-// than the expiry of its holder's TTL. Waiters of one Mutex queue for a key in
-// arrival order, so a release costs one attempt per Mutex.
-//
-// A wait that ends with ctx returns a *NotObtainedError for which both
-// errors.Is(err, ErrNotObtained) and errors.Is(err, ctx.Err()) hold. Bad keys
-// give an error wrapping ErrInvalid, a closed Mutex ErrClosed, and a Redis
-// failure its error.
-func (m *Mutex) Lock(ctx context.Context, keys ...string) (Lease, error) {
-	rkeys, err := m.checkKeys(keys)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.checkReentrant(ctx, keys); err != nil {
-		return nil, err
-	}
-	if m.fifo {
-		return m.waitFIFO(ctx, keys, rkeys)
-	}
-	return m.wait(ctx, keys, rkeys)
+	return rkeys, nil
 }
 
 // Check reports whether the keys are held: Available if none is, Locked if
@@ -293,14 +278,9 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 	if err != nil {
 		return Available, err
 	}
-	var n int64
-	if m.fifo {
-		n, err = m.checkFIFO(ctx, rkeys)
-	} else {
-		n, err = m.client.Exists(ctx, rkeys...).Result()
-	}
+	n, err := m.mode.check(ctx, rkeys)
 	if err != nil {
-		return Available, fmt.Errorf("mutex: check: %w", err)
+		return Available, fmt.Errorf("check: %w", err)
 	}
 	switch {
 	case n == 0:
@@ -314,6 +294,11 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 // Close stops the Mutex: waiting Lock calls return ErrClosed, the pub/sub
 // connection is closed, and Close waits for background work to end. Leases
 // already granted stay valid and can still be extended and unlocked.
+//
+// Background releases of acquires whose outcome is unknown (their reply was
+// lost) are retried until Redis answers; Close stops those still waiting
+// for Redis, and the keys such an acquire took, if any, expire with their
+// TTL.
 func (m *Mutex) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -322,13 +307,10 @@ func (m *Mutex) Close() error {
 	}
 	m.closed = true
 	close(m.stop)
-	for _, q := range m.queues {
-		for _, w := range q.waiters {
-			w.signal()
-		}
-	}
+	m.mode.closeLocked()
 	sub := m.sub
 	m.mu.Unlock()
+	m.bgCancel()
 	var err error
 	if sub != nil {
 		err = sub.close()
@@ -346,46 +328,107 @@ func (m *Mutex) checkOpen() error {
 	return nil
 }
 
-// attempt runs the acquire script once. It returns a lease when granted, or a
-// *NotObtainedError naming the held key, or an error.
-func (m *Mutex) attempt(ctx context.Context, keys, rkeys []string) (*lease, *NotObtainedError, error) {
-	token, err := m.newToken()
-	if err != nil {
-		return nil, nil, err
+// subscribeLocked asks for the channels' messages. m.mu must be held.
+func (m *Mutex) subscribeLocked(channels ...string) {
+	if m.sub == nil {
+		m.sub = newSubscriber(m)
 	}
-	start := time.Now()
-	res, err := acquireScript.Run(ctx, m.client, rkeys, token, m.ttlMS).Slice()
-	if err != nil {
-		if !isRedisReply(err) {
-			// The script may have run without its reply reaching us: release
-			// in the background so the keys do not stay held until the TTL.
-			m.releaseUnknown(rkeys, token)
-		}
-		return nil, nil, fmt.Errorf("mutex: acquire: %w", err)
-	}
-	return m.grantOrBlocked(res, keys, rkeys, token, start)
+	m.sub.subscribeLocked(channels)
 }
 
-// releaseUnknown releases keys that an acquire with token may have taken
-// (FIFO mode uses leave instead). The owner token makes this safe whether or
-// not the acquire happened.
-func (m *Mutex) releaseUnknown(rkeys []string, token string) {
-	m.background(min(m.ttl, 5*time.Second), func(ctx context.Context) {
-		// The fence is unknown, so match the stored value by its token.
-		_ = releaseTokenScript.Run(ctx, m.client, rkeys, token).Err()
-	})
+// unsubscribeLocked ends the subscription to channels. m.mu must be held.
+func (m *Mutex) unsubscribeLocked(channels ...string) {
+	if m.sub != nil {
+		m.sub.unsubscribeLocked(channels)
+	}
 }
 
-// background runs f in a goroutine that Close waits for, with a context
-// that ends after timeout.
-func (m *Mutex) background(timeout time.Duration, f func(ctx context.Context)) {
+// goLocked runs f in a goroutine that Close waits for, with a context that
+// Close cancels. After Close it does nothing and reports false. m.mu must
+// be held.
+func (m *Mutex) goLocked(f func(ctx context.Context)) bool {
+	if m.closed {
+		return false
+	}
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		f(ctx)
+		f(m.bgCtx)
 	}()
+	return true
+}
+
+// Bounds of the retries of a background request.
+const (
+	bgAttemptTimeout = 5 * time.Second
+	bgMinDelay       = 10 * time.Millisecond
+	bgMaxDelay       = time.Second
+)
+
+// untilAnswered runs req in the background until Redis answers it, with a
+// pause that doubles from bgMinDelay to bgMaxDelay between failures. Close
+// stops it. If the Mutex is closed already, req makes one attempt at once,
+// in the caller's goroutine, bounded by bgAttemptTimeout.
+func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
+	m.mu.Lock()
+	started := m.goLocked(func(ctx context.Context) {
+		delay := bgMinDelay
+		for {
+			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
+			err := req(actx)
+			cancel()
+			if err == nil || isRedisReply(err) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, bgMaxDelay)
+		}
+	})
+	m.mu.Unlock()
+	if !started {
+		ctx, cancel := context.WithTimeout(context.Background(), bgAttemptTimeout)
+		defer cancel()
+		_ = req(ctx)
+	}
+}
+
+// revokeTTL is how long a revocation marker outlives the give-up of a
+// request with an unknown outcome: long enough for a request held up in
+// the network or in a paused Redis to reach it.
+func (m *Mutex) revokeTTL() string {
+	return strconv.FormatInt(max(2*m.ttl, 10*time.Second).Milliseconds(), 10)
+}
+
+// markerKey names the revocation marker of a token, set when its requester
+// gave up on a request whose outcome is unknown. It shares the hash tag of
+// rkey, the first key of the request.
+func markerKey(rkey, token string) string { return rkey + ":x:" + token }
+
+// releaseUnknown gives up an acquire with token whose outcome is unknown:
+// in the background, until Redis answers, it releases what the acquire
+// took and marks the token revoked, so that an acquire that reaches Redis
+// after that takes nothing.
+func (m *Mutex) releaseUnknown(rkeys []string, token string) {
+	keys := make([]string, len(rkeys), len(rkeys)+1)
+	copy(keys, rkeys)
+	keys = append(keys, markerKey(rkeys[0], token))
+	ttl := m.revokeTTL()
+	m.untilAnswered(func(ctx context.Context) error {
+		return releaseTokenScript.Run(ctx, m.client, keys, token, ttl).Err()
+	})
+}
+
+// releaseLate releases a lease that was granted but whose validity had run
+// out by the time the reply arrived, so it was never handed out.
+func (m *Mutex) releaseLate(l *lease) {
+	m.untilAnswered(func(ctx context.Context) error {
+		_, _, err := m.mode.release(ctx, l)
+		return err
+	})
 }
 
 func isRedisReply(err error) bool {
@@ -393,12 +436,71 @@ func isRedisReply(err error) bool {
 	return errors.As(err, &rerr) && !errors.Is(err, redis.ErrClosed)
 }
 
-// newToken returns a new owner token: the Mutex's id, a dot, and 128 random
-// bits from crypto/rand.
-func (m *Mutex) newToken() (string, error) {
+// newToken returns a new owner token: the Mutex's id, a dot, kind, and 128
+// random bits from crypto/rand.
+func (m *Mutex) newToken(kind string) (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("mutex: token: %w", err)
+		return "", fmt.Errorf("token: %w", err)
 	}
-	return m.id + "." + base64.RawURLEncoding.EncodeToString(b[:]), nil
+	return m.id + "." + kind + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// ended turns an error of a request made for a Lock or TryLock into the
+// error to return: a *NotObtainedError if ctx ended meanwhile, since the
+// caller's wait ended whatever Redis did.
+func ended(ctx context.Context, last *NotObtainedError, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return notObtained(last, cerr)
+	}
+	return fmt.Errorf("acquire: %w", err)
+}
+
+func notObtained(last *NotObtainedError, cause error) error {
+	e := &NotObtainedError{Cause: cause}
+	if last != nil {
+		e.Key, e.RetryAfter = last.Key, last.RetryAfter
+	}
+	return e
+}
+
+// grantOrBlocked decodes the {1, fence} or {0, index, pttl} reply of an
+// acquire script sent at start. A grant whose validity ran out before the
+// reply arrived is released at once and reported as a nil lease and a nil
+// *NotObtainedError.
+func (m *Mutex) grantOrBlocked(res []any, keys, rkeys []string, token string, start time.Time) (*lease, *NotObtainedError, error) {
+	if len(res) < 2 {
+		return nil, nil, fmt.Errorf("acquire: unexpected reply %v", res)
+	}
+	if ok, _ := res[0].(int64); ok == 1 {
+		fenceStr, _ := res[1].(string)
+		fence, err := strconv.ParseInt(fenceStr, 10, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("acquire: bad fence %q", fenceStr)
+		}
+		l := m.newLease(keys, rkeys, token, fenceStr, fence, start)
+		if l.Err() != nil {
+			m.releaseLate(l)
+			return nil, nil, nil
+		}
+		return l, nil, nil
+	}
+	blocked := &NotObtainedError{}
+	if idx, _ := res[1].(int64); idx >= 1 && int(idx) <= len(keys) {
+		blocked.Key = keys[idx-1]
+	}
+	if len(res) > 2 {
+		if pttl, _ := res[2].(int64); pttl > 0 {
+			blocked.RetryAfter = time.Duration(pttl) * time.Millisecond
+		}
+	}
+	return nil, blocked, nil
+}
+
+// leaseOrNil keeps a nil *lease from becoming a non-nil Lease.
+func leaseOrNil(l *lease) Lease {
+	if l == nil {
+		return nil
+	}
+	return l
 }

@@ -446,10 +446,15 @@ func TestLostReplyIsReleased(t *testing.T) {
 	require.Error(t, err)
 	proxy.Resume()
 	// Whether or not the acquire ran, the key is released in the background
-	// well before its one-minute TTL.
+	// well before its one-minute TTL. What stays is the token's revocation
+	// marker, which expires by itself.
+	lockKey := cfg.Prefix + ":{k}"
 	require.Eventually(t, func() bool {
-		return len(keysLeft(t, direct, cfg.Prefix)) == 0
+		return direct.Exists(t.Context(), lockKey).Val() == 0 &&
+			len(keysLeft(t, direct, lockKey+":x:")) == 1
 	}, 10*time.Second, 20*time.Millisecond)
+	marker := keysLeft(t, direct, lockKey+":x:")[0]
+	assert.Greater(t, direct.PTTL(t.Context(), marker).Val(), time.Duration(0))
 	assert.Equal(t, mutex.Available, must[mutex.Status](t)(newMutex(t, srv, cfg).Check(t.Context(), "k")))
 }
 

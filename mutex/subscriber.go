@@ -13,14 +13,22 @@ import (
 // subscriber owns the one pub/sub connection of a Mutex. Subscribe and
 // unsubscribe requests are queued under Mutex.mu, in order, and written by
 // the subscriber's writer goroutine so that no lock is held across network
-// I/O; its reader goroutine turns release announcements into wake-ups.
+// I/O; its reader goroutine hands messages to the Mutex's mode.
+//
+// Confirmations are not counted: a subscribe request may be written into a
+// dead connection and never be confirmed, while go-redis subscribes again
+// to every channel when it reconnects. A confirmation of a channel that a
+// request waits for confirms it, whichever request it answers; any other
+// confirmation comes from a reconnect, after which messages may have been
+// lost, and the mode is told to look again.
 type subscriber struct {
 	m  *Mutex
 	ps *redis.PubSub
 
 	// Guarded by m.mu.
 	ops     []subOp
-	pending map[string]int // subscribe requests not yet confirmed, by channel
+	want    map[string]bool // channels subscribed to, or to be
+	pending map[string]bool // wanted channels not confirmed yet
 
 	kick chan struct{}
 	stop chan struct{}
@@ -36,7 +44,8 @@ func newSubscriber(m *Mutex) *subscriber {
 	s := &subscriber{
 		m:       m,
 		ps:      m.client.Subscribe(context.Background()),
-		pending: make(map[string]int),
+		want:    make(map[string]bool),
+		pending: make(map[string]bool),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
@@ -46,16 +55,22 @@ func newSubscriber(m *Mutex) *subscriber {
 	return s
 }
 
-// subscribe queues a subscription to channels. m.mu must be held.
-func (s *subscriber) subscribe(channels []string) {
+// subscribeLocked queues a subscription to channels. m.mu must be held.
+func (s *subscriber) subscribeLocked(channels []string) {
 	for _, c := range channels {
-		s.pending[c]++
+		s.want[c] = true
+		s.pending[c] = true
 	}
 	s.queue(subOp{subscribe: true, channels: channels})
 }
 
-// unsubscribe queues the end of a subscription. m.mu must be held.
-func (s *subscriber) unsubscribe(channels []string) {
+// unsubscribeLocked queues the end of a subscription, and forgets that
+// its confirmation is awaited. m.mu must be held.
+func (s *subscriber) unsubscribeLocked(channels []string) {
+	for _, c := range channels {
+		delete(s.want, c)
+		delete(s.pending, c)
+	}
 	s.queue(subOp{channels: channels})
 }
 
@@ -79,8 +94,22 @@ func (s *subscriber) write() {
 		s.m.mu.Lock()
 		ops := s.ops
 		s.ops = nil
+		// Write what is still wanted now: a subscription asked for and
+		// given up since, or ended and asked for again, is left alone.
+		for i, op := range ops {
+			var keep []string
+			for _, c := range op.channels {
+				if s.want[c] == op.subscribe {
+					keep = append(keep, c)
+				}
+			}
+			ops[i].channels = keep
+		}
 		s.m.mu.Unlock()
 		for _, op := range ops {
+			if len(op.channels) == 0 {
+				continue
+			}
 			// A failed write leaves the channel in the PubSub's set, and
 			// go-redis subscribes again when it reconnects; waiters re-check
 			// on their timers meanwhile.
@@ -135,7 +164,7 @@ func (s *subscriber) read() {
 		failures = 0
 		switch msg := msg.(type) {
 		case *redis.Message:
-			s.m.released(msg.Channel, msg.Payload)
+			s.m.mode.message(msg.Channel, msg.Payload)
 		case *redis.Subscription:
 			if msg.Kind == "subscribe" {
 				s.confirmed(msg.Channel)
@@ -144,28 +173,21 @@ func (s *subscriber) read() {
 	}
 }
 
-// confirmed handles a subscription confirmed by Redis. A confirmation that
-// no request waits for comes from a reconnect: announcements may have been
-// lost meanwhile, so the head waiter re-checks.
+// confirmed handles a subscription confirmed by Redis.
 func (s *subscriber) confirmed(channel string) {
 	m := s.m
 	m.mu.Lock()
-	if n := s.pending[channel]; n > 0 {
-		if n == 1 {
-			delete(s.pending, channel)
-			if channel == m.wakeChannel {
-				close(m.wakeReady)
-			} else if q := m.queues[channel]; q != nil {
-				close(q.subscribed)
-			}
-		} else {
-			s.pending[channel] = n - 1
-		}
+	if s.pending[channel] {
+		delete(s.pending, channel)
+		m.mode.subscribedLocked(channel)
 		m.mu.Unlock()
 		return
 	}
+	wanted := s.want[channel]
 	m.mu.Unlock()
-	m.released(channel, "")
+	if wanted {
+		m.mode.message(channel, "")
+	}
 }
 
 func (s *subscriber) close() error {

@@ -1,33 +1,35 @@
 -- FIFO mode: a queued waiter takes its resources if it is at the head of
 -- every queue and no lock key is held.
--- KEYS: for each resource, its lock key, queue key and deadline key.
+-- KEYS: for each resource, its lock key, queue key and deadline key; then
+-- the revocation marker of the token.
 -- ARGV[1]: owner token, ARGV[2]: TTL in ms. A deadline entry the waiter may
 -- have is removed later by its Mutex's renewal, off the handoff path.
--- Returns {1, fence} when granted (or found granted by a release);
--- {0, index} when not at the head of the queue of resource index or when
--- its lock is held; {-1, index} when the waiter is no longer queued there
--- (its deadline ran out).
-local n = #KEYS / 3
+-- Returns {1, fence} when granted, or found granted: by a release whose
+-- message did not arrive, or by this very request sent before (go-redis
+-- re-sends a request whose reply was lost); {0, index} when not at the head
+-- of the queue of resource index or when its lock is held; {-1, index} when
+-- the waiter is no longer queued there (its deadline ran out).
+local n = (#KEYS - 1) / 3
+local fence = owned(redis.call('GET', KEYS[1]), ARGV[1])
+if fence then
+  for i = 1, n do
+    redis.call('PEXPIRE', KEYS[3*i-2], ARGV[2])
+  end
+  return {1, fence}
+end
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+  return {-1, 1}
+end
 for i = 1, n do
   local head = redis.call('ZRANGE', KEYS[3*i-1], 0, 0)
   if head[1] ~= ARGV[1] then
     if redis.call('ZSCORE', KEYS[3*i-1], ARGV[1]) then
       return {0, i}
     end
-    if n == 1 then
-      -- A release granted us the lock, but its message did not arrive:
-      -- confirm the grant.
-      local v = redis.call('GET', KEYS[1])
-      local prefix = ARGV[1] .. ':'
-      if v and string.sub(v, 1, #prefix) == prefix then
-        redis.call('PEXPIRE', KEYS[1], ARGV[2])
-        return {1, string.sub(v, #prefix + 1)}
-      end
-    end
     return {-1, i}
   end
 end
-local fence = now()
+fence = now()
 local value = ARGV[1] .. ':' .. fence
 if n == 1 then
   if not redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then

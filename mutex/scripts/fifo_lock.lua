@@ -1,13 +1,27 @@
 -- FIFO mode: take every resource at once if none is held or queued for;
 -- otherwise (unless ARGV[4] is "1", a TryLock) join the queue of each.
--- KEYS: for each resource, its lock key, queue key and deadline key.
+-- KEYS: for each resource, its lock key, queue key and deadline key; then
+-- the revocation marker of the token.
 -- ARGV[1]: owner token, ARGV[2]: TTL in ms, ARGV[3]: queue key TTL in ms,
 -- ARGV[4]: "1" to only try.
 -- Returns {1, fence} when granted; {0, index, pttl} when resource index is
--- held or queued for (pttl of its lock key, or -2 if only queued for).
+-- held or queued for (pttl of its lock key, or -2 if only queued for);
+-- {0, 1, -3} when the token was revoked.
 -- Queue scores are the server's TIME in microseconds at arrival, so every
 -- queue orders the waiters in the order their calls reached Redis.
-local n = #KEYS / 3
+local n = (#KEYS - 1) / 3
+local fence = owned(redis.call('GET', KEYS[1]), ARGV[1])
+if fence then
+  -- A re-sent request finds its own grant, or a grant a release made to
+  -- its queue entry meanwhile: confirm it for the whole TTL.
+  for i = 1, n do
+    redis.call('PEXPIRE', KEYS[3*i-2], ARGV[2])
+  end
+  return {1, fence}
+end
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+  return {0, 1, -3}
+end
 local arrival = now()
 local blocked, found = 0, 0
 for i = 1, n do
@@ -28,7 +42,8 @@ if ARGV[4] == '1' then
   return {0, blocked, redis.call('PTTL', KEYS[3*blocked-2])}
 end
 for i = 1, n do
-  redis.call('ZADD', KEYS[3*i-1], arrival, ARGV[1])
+  -- NX: a re-sent request keeps its place.
+  redis.call('ZADD', KEYS[3*i-1], 'NX', arrival, ARGV[1])
   -- A queue that existed already has an expiry, renewed by its waiters.
   if i ~= blocked or found ~= 2 then
     redis.call('PEXPIRE', KEYS[3*i-1], ARGV[3])

@@ -10,43 +10,45 @@
 -- renewal, its arrival time plus the window.
 -- Returns {head or false, lost tokens...}: the head woken (if any) and the
 -- given tokens that are no longer queued.
+-- Commands take at most step values at a time, for any number of waiters.
+local step = 1000
 local window = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local result = {false}
-local tokens = {}
 local n = tonumber(ARGV[3])
-for i = 4, 3 + n do tokens[#tokens + 1] = ARGV[i] end
 if #ARGV > 3 + n then
-  redis.call('ZREM', KEYS[3], unpack(ARGV, 4 + n))
+  batched('ZREM', KEYS[3], ARGV, 4 + n, step)
 end
-if #tokens > 0 then
-  local scores = redis.call('ZMSCORE', KEYS[2], unpack(tokens))
+if n > 0 then
+  local tokens = {}
+  for i = 4, 3 + n do tokens[#tokens + 1] = ARGV[i] end
+  local scores = batched('ZMSCORE', KEYS[2], tokens, 1, step)
   local args = {}
-  for i, tok in ipairs(tokens) do
+  for i = 1, #tokens do
     if scores[i] then
       args[#args + 1] = now_ms + window
-      args[#args + 1] = tok
+      args[#args + 1] = tokens[i]
     else
-      result[#result + 1] = tok
+      result[#result + 1] = tokens[i]
     end
   end
   if #args > 0 then
-    redis.call('ZADD', KEYS[3], unpack(args))
+    batched('ZADD', KEYS[3], args, 1, 2 * step)
   end
 end
 local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. now_ms)
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%d', now_us - window * 1000))
 if #old > 0 then
-  local ds = redis.call('ZMSCORE', KEYS[3], unpack(old))
-  for i, tok in ipairs(old) do
-    if not ds[i] then dead[#dead + 1] = tok end
+  local ds = batched('ZMSCORE', KEYS[3], old, 1, step)
+  for i = 1, #old do
+    if not ds[i] then dead[#dead + 1] = old[i] end
   end
 end
 if #dead > 0 then
-  redis.call('ZREM', KEYS[2], unpack(dead))
-  redis.call('ZREM', KEYS[3], unpack(dead))
+  batched('ZREM', KEYS[2], dead, 1, step)
+  batched('ZREM', KEYS[3], dead, 1, step)
 end
 redis.call('PEXPIRE', KEYS[2], 2 * window)
 redis.call('PEXPIRE', KEYS[3], 2 * window)

@@ -27,3 +27,27 @@ local function wake(base, token, fence)
   redis.call('PUBLISH', base .. id, msg)
 end
 
+-- owned returns the fence of the lock value v if v was stored for token,
+-- or nil.
+local function owned(v, token)
+  local prefix = token .. ':'
+  if v and string.sub(v, 1, #prefix) == prefix then
+    return string.sub(v, #prefix + 1)
+  end
+  return nil
+end
+
+-- batched runs redis.call(cmd, key, ...) over list from index first on, at
+-- most step values per call (Lua's unpack fails on a few thousand values),
+-- and returns the replies of array commands joined in order.
+local function batched(cmd, key, list, first, step)
+  local out = {}
+  for i = first, #list, step do
+    local r = redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
+    if type(r) == 'table' then
+      for j = 1, #r do out[#out + 1] = r[j] end
+    end
+  end
+  return out
+end
+

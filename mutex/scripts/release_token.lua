@@ -1,13 +1,16 @@
--- Release the lock keys in KEYS whose value starts with ARGV[1] .. ':', for an
--- acquire whose reply was lost (its fence is unknown).
-local prefix = ARGV[1] .. ':'
-local n = 0
-for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v and string.sub(v, 1, #prefix) == prefix then
+-- Give up the request of a token whose outcome is unknown (its reply was
+-- lost): release the lock keys in KEYS[1..n] whose value starts with
+-- ARGV[1] .. ':', and set the token's revocation marker KEYS[n+1] for
+-- ARGV[2] ms so that the request, should it reach Redis only now, takes
+-- nothing.
+local n = #KEYS - 1
+local released = 0
+for i = 1, n do
+  if owned(redis.call('GET', KEYS[i]), ARGV[1]) then
     redis.call('DEL', KEYS[i])
     redis.call('PUBLISH', KEYS[i], '')
-    n = n + 1
+    released = released + 1
   end
 end
-return n
+redis.call('SET', KEYS[n + 1], '1', 'PX', ARGV[2])
+return released

@@ -1,0 +1,389 @@
+package mutex
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+)
+
+// plain is the mode without FIFO: a waiter tries to take its keys when one
+// of them is announced released, and whoever reaches Redis first wins.
+//
+// Within one Mutex, waiters queue per key in arrival order, so that one
+// announcement costs one attempt per Mutex. A waiter claims a key of its
+// queues until an attempt finds another of its keys held; then it waits
+// for that key only, and waiters behind it may try the rest.
+type plain struct {
+	m      *Mutex
+	queues map[string]*keyQueue // by Redis key, guarded by m.mu
+}
+
+// keyQueue holds the local waiters of one Redis key in arrival order. It
+// exists while it has waiters, and the Mutex is subscribed to the key's
+// release channel while it exists.
+type keyQueue struct {
+	key     string
+	waiters []*waiter
+	ready   chan struct{} // closed once Redis confirmed the subscription
+}
+
+// waiter is one Lock call waiting in the queues of its keys. Guarded by
+// m.mu but for its channels.
+type waiter struct {
+	queues []*keyQueue
+	wake   chan struct{}      // buffered: a pending reason to attempt
+	hint   chan time.Duration // buffered: nothing to try before then
+	// blocked is the Redis key that the waiter's last attempt found held,
+	// or empty before its first attempt.
+	blocked string
+	// missed tells that a key it claims was announced released while
+	// another waiter had the turn.
+	missed bool
+}
+
+func newPlain(m *Mutex) *plain {
+	return &plain{m: m, queues: make(map[string]*keyQueue)}
+}
+
+func (w *waiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// claims reports whether the waiter may take key next: it has not tried
+// yet, or its last attempt found key held.
+func (w *waiter) claims(key string) bool {
+	return w.blocked == "" || w.blocked == key
+}
+
+// mayTryLocked reports whether no waiter ahead of w claims a key of w.
+func (w *waiter) mayTryLocked() bool {
+	for _, q := range w.queues {
+		for _, x := range q.waiters {
+			if x == w {
+				break
+			}
+			if x.claims(q.key) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// firstClaimer returns the first waiter of q that claims its key, or nil.
+func (q *keyQueue) firstClaimer() *waiter {
+	for _, x := range q.waiters {
+		if x.claims(q.key) {
+			return x
+		}
+	}
+	return nil
+}
+
+// kickLocked wakes, in each of qs, the first waiter that claims its key if
+// it may try now and has a reason to: no attempt yet, or a release it
+// missed.
+func (p *plain) kickLocked(qs []*keyQueue) {
+	for _, q := range qs {
+		if x := q.firstClaimer(); x != nil && (x.blocked == "" || x.missed) && x.mayTryLocked() {
+			x.signal()
+		}
+	}
+}
+
+func (p *plain) tryLock(ctx context.Context, keys, rkeys []string) (Lease, error) {
+	l, blocked, err := p.attempt(ctx, keys, rkeys)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("acquire: %w", err)
+	case l != nil:
+		return l, nil
+	case blocked != nil:
+		return nil, blocked
+	}
+	return nil, fmt.Errorf("acquire: reply arrived after the lease's validity: %w", os.ErrDeadlineExceeded)
+}
+
+// attempt runs the acquire script once under a new token. It returns a
+// lease when granted, or a *NotObtainedError naming the held key, or an
+// error; or nothing at all when the grant's reply came too late to use it.
+func (p *plain) attempt(ctx context.Context, keys, rkeys []string) (*lease, *NotObtainedError, error) {
+	m := p.m
+	token, err := m.newToken("")
+	if err != nil {
+		return nil, nil, err
+	}
+	akeys := make([]string, len(rkeys), len(rkeys)+1)
+	copy(akeys, rkeys)
+	akeys = append(akeys, markerKey(rkeys[0], token))
+	start := time.Now()
+	res, err := acquireScript.Run(ctx, m.client, akeys, token, m.ttlMS).Slice()
+	if err != nil {
+		if !isRedisReply(err) {
+			// The script may have run without its reply reaching us.
+			m.releaseUnknown(rkeys, token)
+		}
+		return nil, nil, err
+	}
+	return m.grantOrBlocked(res, keys, rkeys, token, start)
+}
+
+// lock implements Lock.
+func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
+	m := p.m
+	var last *NotObtainedError
+	blocked := ""
+	if !p.queuedLocally(rkeys) {
+		// Nobody of this Mutex waits for these keys: try at once.
+		l, b, err := p.attempt(ctx, keys, rkeys)
+		if err != nil || l != nil {
+			if err != nil {
+				return nil, ended(ctx, nil, err)
+			}
+			return l, nil
+		}
+		if b != nil {
+			last = b
+			blocked = rkeys[indexOf(keys, b.Key)]
+		}
+	}
+
+	w, err := p.enqueue(rkeys, blocked)
+	if err != nil {
+		return nil, err
+	}
+	acquired := false
+	defer func() { p.dequeue(w, acquired) }()
+
+	// Attempt again once the subscriptions are confirmed, so that a release
+	// between the first attempt and the subscription is not missed.
+	for _, q := range w.queues {
+		select {
+		case <-q.ready:
+		case <-ctx.Done():
+			return nil, notObtained(last, ctx.Err())
+		case <-m.stop:
+			return nil, ErrClosed
+		case <-time.After(m.ttl):
+			// The pub/sub connection is slow or down: carry on, the
+			// timer below still re-checks.
+		}
+	}
+	m.mu.Lock()
+	w.missed = true
+	p.kickLocked(w.queues)
+	m.mu.Unlock()
+
+	timer := time.NewTimer(m.ttl)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, notObtained(last, ctx.Err())
+		case <-m.stop:
+			return nil, ErrClosed
+		case <-w.wake:
+		case d := <-w.hint:
+			// A local waiter ahead of us took a key of ours: nothing to
+			// try until it releases it, or until its TTL.
+			resetTimer(timer, d)
+			continue
+		case <-timer.C:
+		}
+		m.mu.Lock()
+		closed, run := m.closed, w.mayTryLocked()
+		if run {
+			w.missed = false
+		}
+		m.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		if !run {
+			resetTimer(timer, m.ttl)
+			continue
+		}
+		l, b, err := p.attempt(ctx, keys, rkeys)
+		if err != nil {
+			return nil, ended(ctx, last, err)
+		}
+		if l != nil {
+			acquired = true
+			return l, nil
+		}
+		if b == nil {
+			// The grant came too late to use: try again.
+			w.signal()
+			continue
+		}
+		last = b
+		m.mu.Lock()
+		w.blocked = rkeys[indexOf(keys, b.Key)]
+		// Waiters behind us on our other keys may try them now.
+		p.kickLocked(w.queues)
+		m.mu.Unlock()
+		// Re-check when the holder's TTL runs out at the latest, in case
+		// its release announcement is lost.
+		d := b.RetryAfter
+		if d <= 0 {
+			d = m.ttl
+		}
+		resetTimer(timer, d+time.Millisecond)
+	}
+}
+
+// indexOf returns the index of key in keys, or 0 if it is not there.
+func indexOf(keys []string, key string) int {
+	for i, k := range keys {
+		if k == key {
+			return i
+		}
+	}
+	return 0
+}
+
+func resetTimer(t *time.Timer, d time.Duration) {
+	t.Stop()
+	select {
+	case <-t.C:
+	default:
+	}
+	t.Reset(d)
+}
+
+// queuedLocally reports whether waiters of this Mutex queue for one of
+// rkeys.
+func (p *plain) queuedLocally(rkeys []string) bool {
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	for _, k := range rkeys {
+		if p.queues[k] != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// enqueue adds a waiter to the local queues of rkeys, creating the queues
+// that do not exist yet, each subscribed to its key's release channel.
+func (p *plain) enqueue(rkeys []string, blocked string) (*waiter, error) {
+	m := p.m
+	w := &waiter{
+		queues:  make([]*keyQueue, len(rkeys)),
+		wake:    make(chan struct{}, 1),
+		hint:    make(chan time.Duration, 1),
+		blocked: blocked,
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	var fresh []string
+	for i, k := range rkeys {
+		q := p.queues[k]
+		if q == nil {
+			q = &keyQueue{key: k, ready: make(chan struct{})}
+			p.queues[k] = q
+			fresh = append(fresh, k)
+		}
+		q.waiters = append(q.waiters, w)
+		w.queues[i] = q
+	}
+	if len(fresh) > 0 {
+		m.subscribeLocked(fresh...)
+	}
+	return w, nil
+}
+
+// dequeue removes a waiter from its queues, and tells the waiters that
+// now have the turn what to do: attempt if w gave up, or wait for the TTL
+// (or a release) if w took the keys.
+func (p *plain) dequeue(w *waiter, acquired bool) {
+	m := p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var gone []string
+	for _, q := range w.queues {
+		for i, x := range q.waiters {
+			if x == w {
+				q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+				break
+			}
+		}
+		if len(q.waiters) == 0 {
+			delete(p.queues, q.key)
+			gone = append(gone, q.key)
+		}
+	}
+	for _, q := range w.queues {
+		x := q.firstClaimer()
+		if x == nil || !x.mayTryLocked() {
+			continue
+		}
+		if acquired {
+			select {
+			case x.hint <- m.ttl + time.Millisecond:
+			default:
+			}
+		} else {
+			x.signal()
+		}
+	}
+	if len(gone) > 0 {
+		m.unsubscribeLocked(gone...)
+	}
+}
+
+// message wakes, for a release announcement on the channel of a key (or a
+// renewed subscription), the first local waiter that claims the key.
+func (p *plain) message(key, _ string) {
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	q := p.queues[key]
+	if q == nil {
+		return
+	}
+	x := q.firstClaimer()
+	if x == nil {
+		return
+	}
+	if x.mayTryLocked() {
+		x.signal()
+	} else {
+		x.missed = true
+	}
+}
+
+func (p *plain) subscribedLocked(channel string) {
+	if q := p.queues[channel]; q != nil {
+		select {
+		case <-q.ready:
+		default:
+			close(q.ready)
+		}
+	}
+}
+
+func (p *plain) closeLocked() {
+	for _, q := range p.queues {
+		for _, w := range q.waiters {
+			w.signal()
+		}
+	}
+}
+
+func (p *plain) check(ctx context.Context, rkeys []string) (int64, error) {
+	return p.m.client.Exists(ctx, rkeys...).Result()
+}
+
+// release runs the release script for l.
+func (p *plain) release(ctx context.Context, l *lease) (int, bool, error) {
+	cmd, resent := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young())
+	n, err := cmd.Int()
+	return n, resent, err
+}

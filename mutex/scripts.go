@@ -1,0 +1,80 @@
+package mutex
+
+import (
+	"context"
+	_ "embed"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The scripts, one per operation, each with the helpers of lib.lua in front.
+var (
+	//go:embed scripts/lib.lua
+	libSrc string
+	//go:embed scripts/acquire.lua
+	acquireSrc    string
+	acquireScript = redis.NewScript(libSrc + acquireSrc)
+	//go:embed scripts/release.lua
+	releaseSrc    string
+	releaseScript = redis.NewScript(libSrc + releaseSrc)
+	//go:embed scripts/release_token.lua
+	releaseTokenSrc    string
+	releaseTokenScript = redis.NewScript(libSrc + releaseTokenSrc)
+	//go:embed scripts/extend.lua
+	extendSrc    string
+	extendScript = redis.NewScript(libSrc + extendSrc)
+	//go:embed scripts/fifo_lock.lua
+	fifoLockSrc    string
+	fifoLockScript = redis.NewScript(libSrc + fifoLockSrc)
+	//go:embed scripts/fifo_claim.lua
+	fifoClaimSrc    string
+	fifoClaimScript = redis.NewScript(libSrc + fifoClaimSrc)
+	//go:embed scripts/fifo_release.lua
+	fifoReleaseSrc    string
+	fifoReleaseScript = redis.NewScript(libSrc + fifoReleaseSrc)
+	//go:embed scripts/fifo_refresh.lua
+	fifoRefreshSrc    string
+	fifoRefreshScript = redis.NewScript(libSrc + fifoRefreshSrc)
+	//go:embed scripts/fifo_leave.lua
+	fifoLeaveSrc    string
+	fifoLeaveScript = redis.NewScript(libSrc + fifoLeaveSrc)
+)
+
+// isNoScript reports whether err says that Redis does not have the script
+// cached (after a restart or SCRIPT FLUSH).
+func isNoScript(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// sendCounter is an argument of a script call that counts how often the
+// client wrote the call to Redis: go-redis marshals every argument each time
+// it sends a command, and it sends a command again, unchanged, when the
+// reply to an earlier send was lost (redis.Options.MaxRetries). A script
+// ignores it.
+type sendCounter struct{ n atomic.Int32 }
+
+// MarshalBinary counts one send.
+func (c *sendCounter) MarshalBinary() ([]byte, error) {
+	c.n.Add(1)
+	return []byte{'-'}, nil
+}
+
+// String is what go-redis shows of the argument in logs and traces.
+func (c *sendCounter) String() string { return "-" }
+
+// resent reports whether the command may have been sent more than once.
+func (c *sendCounter) resent() bool { return c.n.Load() > 1 }
+
+// runCounted runs script like redis.Script.Run and reports whether the
+// call that produced the reply may have been sent more than once.
+func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) (*redis.Cmd, bool) {
+	sc := new(sendCounter)
+	cmd := s.EvalSha(ctx, c, keys, append(args, sc)...)
+	if isNoScript(cmd.Err()) {
+		// Not run: the script is loaded with the call, counted afresh.
+		sc = new(sendCounter)
+		cmd = s.Eval(ctx, c, keys, append(args, sc)...)
+	}
+	return cmd, sc.resent()
+}
