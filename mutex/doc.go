@@ -43,15 +43,38 @@
 // named like the key; each Mutex holds one pub/sub connection shared by all its
 // waiters, subscribed to a key's channel while someone waits for it. The
 // goroutines of one Mutex that wait for a key queue locally in arrival order,
-// and only the head of the queue tries Redis, so a release costs one attempt
-// per waiting Mutex, however many goroutines wait. A lost announcement never
-// strands a waiter: the head re-checks when the holder's TTL runs out.
+// and only the first of them that claims the key tries Redis, so a release
+// costs one attempt per waiting Mutex, however many goroutines wait. A waiter
+// for several keys claims all of them until an attempt finds one held; from
+// then on it waits for that key only, and the waiters behind it may take its
+// other keys meanwhile: a free key never waits behind a busy one. A lost
+// announcement never strands a waiter: it re-checks when the holder's TTL
+// runs out.
 //
 // A wait that ends with its context returns a *NotObtainedError for which
-// both errors.Is(err, ErrNotObtained) and errors.Is(err, ctx.Err()) hold. If
-// the context ends while an acquire is in flight, the outcome is unknown: the
-// Mutex then releases the keys in the background with the attempt's token, so
-// a lost reply does not leave them held until the TTL.
+// both errors.Is(err, ErrNotObtained) and errors.Is(err, ctx.Err()) hold,
+// also when the context ends while a request to Redis is in flight.
+//
+// # Lost replies
+//
+// A request whose reply is lost has an unknown outcome. Every script is
+// safe to send again with the same arguments, as go-redis does after a lost
+// reply unless Options.MaxRetries is -1: an acquire that finds its own
+// token's grant returns that grant, a FIFO entry keeps its place, and a
+// release sent again that finds the keys gone reports success if its reply
+// still arrived within the lease's validity (the first send ran while the
+// keys were the lease's). When a Lock or TryLock gives up on an acquire
+// whose outcome is unknown, the Mutex releases in the background whatever
+// the acquire's token holds and marks the token revoked, retrying until
+// Redis answers or Close: an acquire that reaches Redis only after that
+// takes nothing. The revocation marker "<lock key>:x:<token>" expires after
+// twice the TTL, and at least 10s.
+//
+// A lease is returned only while its validity lasts: a grant whose reply
+// arrives after its deadline is released at once, and Lock tries again
+// (TryLock fails with an error wrapping os.ErrDeadlineExceeded). Err compares
+// the deadline with the clock itself, so it never reports a lease as held
+// past its deadline.
 //
 // # FIFO mode
 //
@@ -60,13 +83,21 @@
 // joins a queue per key in Redis (a sorted set scored by the server's clock
 // at arrival). A release hands the lock to the head of the queue in the
 // same script and tells it with a message on the wake channel of the head's
-// Mutex, so one process wakes per grant, the handoff costs no extra round
-// trip, and Redis commands per grant do not grow with the number of
-// waiters. The lock handed over expires after FIFOLiveness unless its new
-// holder confirms it, which it does at once with an Extend; until then its
-// lease is valid for FIFOLiveness from the waiter's last request that Redis
-// ran while it was still queued. (A waiter for several keys is woken
-// instead and claims its keys itself once it heads all its queues.)
+// Mutex, so one process wakes per grant, and Redis commands per grant do not
+// grow with the number of waiters. The lock handed over expires after
+// FIFOLiveness unless its new holder confirms it with an Extend; until then
+// its lease is valid for FIFOLiveness, less a drift allowance of 1% plus
+// 2ms, from the waiter's last request that Redis ran while it was still
+// queued. When at least half of that is left as the message arrives, as it
+// is unless the message was slow, Lock returns at once and confirms in the
+// background: the handoff costs no extra round trip, whatever the TTL.
+// Otherwise Lock confirms before it returns. (A waiter for several keys is
+// woken instead and claims its keys itself once it heads all its queues.)
+//
+// A grant belongs to one queue entry: a waiter whose entry was dropped (its
+// renewals could not reach Redis in time) joins again under a new token, and
+// a late message about a grant to its old entry is ignored, so it never
+// takes a lock that has since gone to someone else.
 // TryLock never jumps a non-empty queue, and Check reports a key as held
 // while it has a holder or a queue.
 //
@@ -108,8 +139,7 @@
 // has already seen.
 //
 // The fence is the Redis server's clock (TIME) in microseconds at the grant,
-// taken in the same script that grants, so it costs no stored state: nothing
-// is left in Redis once a lock is released. Fences of one key strictly
+// taken in the same script that grants, so it costs no stored state. Fences of one key strictly
 // increase across every grant on one Redis server (after Unlock, the release
 // script waits until the server's clock has passed the released fence, which
 // almost always it already has; after expiry, at least the TTL has passed),
@@ -144,7 +174,8 @@
 // whole key is the Redis Cluster hash tag. The same name is the key's
 // release channel; in FIFO mode each Mutex listens on its own wake channel,
 // "<prefix>:w:<Mutex id>", instead. No other keys are stored but the FIFO
-// queues.
+// queues and the revocation markers of lost replies, all of which expire by
+// themselves.
 //
 // # Errors
 //

@@ -377,7 +377,7 @@ func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
 			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
 			err := req(actx)
 			cancel()
-			if err == nil || isRedisReply(err) {
+			if err == nil || (isRedisReply(err) && !notRunYet(err)) {
 				return
 			}
 			select {
@@ -429,6 +429,18 @@ func (m *Mutex) releaseLate(l *lease) {
 		_, _, err := m.mode.release(ctx, l)
 		return err
 	})
+}
+
+// notRunYet reports whether an error reply says that the server did not
+// run the request for now: it is loading its data, busy with a script, a
+// replica, or without a primary.
+func notRunYet(err error) bool {
+	for _, p := range []string{"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func isRedisReply(err error) bool {
