@@ -522,9 +522,20 @@ func (f *fifo) subscribedLocked(channel string) {
 	}
 }
 
+// closeLocked wakes every waiter, and takes those that joined their queues
+// out of them.
 func (f *fifo) closeLocked() {
 	for _, w := range f.tokens {
 		w.signal()
+		if !w.enqueued {
+			continue
+		}
+		keys, token := fifoKeys(w.rkeys, w.token), w.token
+		f.m.goLocked(func(context.Context) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = fifoLeaveScript.Run(ctx, f.m.client, keys, token, f.wakeBase, "0").Err()
+		})
 	}
 }
 

@@ -295,19 +295,21 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 // connection is closed, and Close waits for background work to end. Leases
 // already granted stay valid and can still be extended and unlocked.
 //
-// Background releases of acquires whose outcome is unknown (their reply was
-// lost) are retried until Redis answers; Close stops those still waiting
-// for Redis, and the keys such an acquire took, if any, expire with their
-// TTL.
+// In FIFO mode, Close takes the waiters of the Mutex out of their Redis
+// queues, allowing each removal a second. Background releases of acquires
+// whose outcome is unknown (their reply was lost) are retried until Redis
+// answers; Close stops those still waiting for Redis, and the keys such an
+// acquire took, if any, expire with their TTL. The same holds for an
+// acquire whose outcome becomes unknown after Close.
 func (m *Mutex) Close() error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return nil
 	}
+	m.mode.closeLocked()
 	m.closed = true
 	close(m.stop)
-	m.mode.closeLocked()
 	sub := m.sub
 	m.mu.Unlock()
 	m.bgCancel()
@@ -367,11 +369,11 @@ const (
 
 // untilAnswered runs req in the background until Redis answers it, with a
 // pause that doubles from bgMinDelay to bgMaxDelay between failures. Close
-// stops it. If the Mutex is closed already, req makes one attempt at once,
-// in the caller's goroutine, bounded by bgAttemptTimeout.
+// stops it; after Close it does nothing.
 func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
 	m.mu.Lock()
-	started := m.goLocked(func(ctx context.Context) {
+	defer m.mu.Unlock()
+	m.goLocked(func(ctx context.Context) {
 		delay := bgMinDelay
 		for {
 			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
@@ -388,12 +390,6 @@ func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
 			delay = min(2*delay, bgMaxDelay)
 		}
 	})
-	m.mu.Unlock()
-	if !started {
-		ctx, cancel := context.WithTimeout(context.Background(), bgAttemptTimeout)
-		defer cancel()
-		_ = req(ctx)
-	}
 }
 
 // revokeTTL is how long a revocation marker outlives the give-up of a
