@@ -64,12 +64,20 @@
 // DeadlineExceeded is kept for the call's own deadline, so that a client
 // can tell "my deadline was too short" from "someone else holds the
 // resource". The RetryInfo detail (google.rpc.RetryInfo) carries the
-// remaining time of the holder's lease. WithBusyCode picks another code,
-// such as Unavailable for clients whose retry policy retries it.
+// remaining time of the holder's lease; it is left out when no attempt saw
+// the holder. WithBusyCode picks another code, such as Unavailable for
+// clients whose retry policy retries it.
+//
+// A WithWait budget that runs out while a Redis call is in flight also gives
+// the busy code, whatever error the call then ends with: the lock was not
+// obtained within the time the call allowed, and a reply that comes too
+// late does not show that Redis is down.
 //
 // A Redis failure gives Unavailable: the interceptor fails closed, because
 // running the handler without the lock would break the very guarantee it
-// exists for. WithFailOpen runs the handler without a lock instead.
+// exists for. WithFailOpen runs the handler without a lock instead. A call
+// whose wait budget or own context ended never runs its handler without the
+// lock, even with WithFailOpen.
 //
 // # Reentrancy
 //

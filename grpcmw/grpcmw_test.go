@@ -405,14 +405,22 @@ func TestSetupErrors(t *testing.T) {
 		key   grpcmw.KeyFunc
 		l     mutex.Locker
 		extra []grpcmw.Option
+		msg   string
 	}{
-		{"nil Locker", byService, nil, nil},
-		{"nil KeyFunc", nil, m, nil},
-		{"negative wait", byService, m, []grpcmw.Option{grpcmw.WithWait(-time.Second)}},
-		{"busy code OK", byService, m, []grpcmw.Option{grpcmw.WithBusyCode(codes.OK)}},
-		{"unknown busy code", byService, m, []grpcmw.Option{grpcmw.WithBusyCode(codes.Code(99))}},
-		{"Namespace of nil", grpcmw.Namespace("ns", nil), m, nil},
-		{"Locker refusing its setup", byService, badLocker{m}, nil},
+		{"nil Locker", byService, nil, nil, "mutex: invalid argument: nil Locker"},
+		{"nil KeyFunc", nil, m, nil, "mutex: invalid argument: nil KeyFunc"},
+		{"negative wait", byService, m, []grpcmw.Option{grpcmw.WithWait(-time.Second)},
+			"mutex: invalid argument: negative wait -1s"},
+		{"busy code OK", byService, m, []grpcmw.Option{grpcmw.WithBusyCode(codes.OK)},
+			"mutex: invalid argument: busy code OK is not an error code"},
+		{"unknown busy code", byService, m, []grpcmw.Option{grpcmw.WithBusyCode(codes.Code(99))},
+			"mutex: invalid argument: busy code Code(99) is not an error code"},
+		{"Namespace of nil", grpcmw.Namespace("ns", nil), m, nil, "mutex: invalid argument: nil KeyFunc"},
+		{"Locker refusing its setup", byService, badLocker{m}, nil, "mutex: invalid argument: bad option"},
+		{"several problems", nil, nil, []grpcmw.Option{grpcmw.WithWait(-time.Second)},
+			"mutex: invalid argument: nil Locker\n" +
+				"mutex: invalid argument: nil KeyFunc\n" +
+				"mutex: invalid argument: negative wait -1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -429,6 +437,7 @@ func TestSetupErrors(t *testing.T) {
 			hooked := log.take()
 			require.Len(t, hooked, 1)
 			assert.ErrorIs(t, hooked[0], mutex.ErrInvalid)
+			assert.EqualError(t, hooked[0], tt.msg)
 		})
 	}
 }
@@ -438,4 +447,41 @@ type badLocker struct{ mutex.Locker }
 
 func (badLocker) TryLock(context.Context, ...string) (mutex.Lease, error) {
 	return nil, fmt.Errorf("%w: bad option", mutex.ErrInvalid)
+}
+
+func TestWaitBudgetEndsDuringRedisCall(t *testing.T) {
+	srv := redistest.Shared(t)
+	for _, tc := range clientOptions {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			holder := newMutex(t, srv, mutex.Config{})
+			held, err := holder.TryLock(t.Context(), "a")
+			require.NoError(t, err)
+			t.Cleanup(func() { held.Unlock(context.Background()) })
+
+			m, p := newProxiedMutex(t, srv, mutex.Config{}, tc.mod)
+			var log errLog
+			var ran atomic.Bool
+			c := serve(t, &health{check: func(context.Context, *healthpb.HealthCheckRequest) error {
+				ran.Store(true)
+				return nil
+			}}, unary(m, byService, log.hook(), grpcmw.WithWait(100*time.Millisecond), grpcmw.WithFailOpen()))
+
+			// Redis is healthy but its replies are held back past the
+			// budget: the key stays busy, the handler never runs unlocked.
+			p.Pause()
+			t.Cleanup(p.Resume)
+			_, err = c.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "a"})
+			p.Resume()
+			assert.False(t, ran.Load(), "the handler ran without the lock")
+			st := status.Convert(err)
+			assert.Equal(t, codes.Aborted, st.Code())
+			assert.Equal(t, "resource busy", st.Message())
+			hooked := log.take()
+			require.Len(t, hooked, 1)
+			assert.ErrorIs(t, hooked[0], mutex.ErrNotObtained)
+			assert.ErrorIs(t, hooked[0], context.DeadlineExceeded)
+			assert.NotErrorIs(t, hooked[0], grpcmw.ErrUnavailable)
+		})
+	}
 }

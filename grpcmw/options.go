@@ -2,6 +2,7 @@ package grpcmw
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,10 +36,10 @@ func newConfig(l mutex.Locker, key KeyFunc, opts []Option) *config {
 	c := &config{locker: l, key: key, busyCode: codes.Aborted}
 	var errs []error
 	if l == nil {
-		errs = append(errs, fmt.Errorf("%w: grpcmw: nil Locker", mutex.ErrInvalid))
+		errs = append(errs, fmt.Errorf("%w: nil Locker", mutex.ErrInvalid))
 	}
 	if key == nil {
-		errs = append(errs, fmt.Errorf("%w: grpcmw: nil KeyFunc", mutex.ErrInvalid))
+		errs = append(errs, fmt.Errorf("%w: nil KeyFunc", mutex.ErrInvalid))
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -46,23 +47,20 @@ func newConfig(l mutex.Locker, key KeyFunc, opts []Option) *config {
 		}
 	}
 	if c.wait < 0 {
-		errs = append(errs, fmt.Errorf("%w: grpcmw: negative wait %v", mutex.ErrInvalid, c.wait))
+		errs = append(errs, fmt.Errorf("%w: negative wait %v", mutex.ErrInvalid, c.wait))
 	}
 	if c.busyCode == codes.OK || c.busyCode > codes.Unauthenticated {
-		errs = append(errs, fmt.Errorf("%w: grpcmw: busy code %v is not an error code", mutex.ErrInvalid, c.busyCode))
+		errs = append(errs, fmt.Errorf("%w: busy code %v is not an error code", mutex.ErrInvalid, c.busyCode))
 	}
-	if len(errs) > 0 {
-		c.err = errs[0]
-		for _, e := range errs[1:] {
-			c.err = fmt.Errorf("%w; %w", c.err, e)
-		}
-	}
+	c.err = errors.Join(errs...)
 	return c
 }
 
 // WithWait sets how long a call waits for a busy key before it fails with
 // the busy code. Zero, the default, fails fast: one attempt, no waiting. The
-// wait also ends with the call's context. A negative d is a setup error.
+// wait also ends with the call's context. A budget that runs out while a
+// Redis call is in flight gives the busy code as well, whatever the call's
+// error. A negative d is a setup error.
 func WithWait(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.wait = d })
 }
@@ -76,7 +74,10 @@ func WithBusyCode(code codes.Code) Option {
 // WithFailOpen runs the handler without the lock when Redis fails, instead
 // of failing with Unavailable. The handler then runs unserialized and
 // LeaseFrom returns nil; the Redis error is passed to the WithErrorHook
-// hook. Use it only where an occasional overlap is better than an outage.
+// hook. Use it only where an occasional overlap is better than an outage. A
+// Redis call still in flight when the WithWait budget or the call's context
+// ends is not a failure: the call gets the busy code, DeadlineExceeded or
+// Canceled, and the handler does not run.
 func WithFailOpen() Option {
 	return optionFunc(func(c *config) { c.failOpen = true })
 }

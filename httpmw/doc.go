@@ -60,14 +60,24 @@
 // client can repeat it once that request is done. 423 Locked belongs to
 // WebDAV, 429 Too Many Requests blames the client's rate, and 503 tells load
 // balancers that the server is unhealthy. Retry-After is the remaining time
-// of the holder's lease, rounded up to whole seconds, at least 1: when the
-// holder finishes earlier the resource frees up earlier. WithBusyStatus
-// changes the status; WithErrorHandler replaces every answer.
+// of the holder's lease, rounded up to whole seconds, at least 1 (and 1 when
+// no attempt saw the holder): when the holder finishes earlier the resource
+// frees up earlier. WithBusyStatus changes the status; WithErrorHandler
+// replaces every answer.
+//
+// A WithWait budget that runs out while a Redis call is in flight also
+// answers busy, whatever error the call then ends with: the lock was not
+// obtained within the time the request allowed, and a reply that comes too
+// late does not show that Redis is down. The request's own
+// end (its client gave up, or a server deadline passed) answers 503
+// "request ended" instead.
 //
 // A Redis failure answers 503: the middleware fails closed, because running
 // the handler without the lock would break the very guarantee it exists for.
 // WithFailOpen runs the handler without a lock instead ([LeaseFrom] then
-// returns nil); the error still reaches the WithErrorHook hook.
+// returns nil); the error still reaches the WithErrorHook hook. A request
+// whose wait budget or own context ended never runs its handler without the
+// lock, even with WithFailOpen.
 //
 // # Routers
 //

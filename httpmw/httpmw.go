@@ -46,7 +46,7 @@ func Serialize(l mutex.Locker, key KeyFunc, opts ...Option) func(http.Handler) h
 	return func(next http.Handler) http.Handler {
 		h := &handler{c: c, next: next, err: c.err}
 		if next == nil && h.err == nil {
-			h.err = fmt.Errorf("%w: httpmw: nil handler", mutex.ErrInvalid)
+			h.err = fmt.Errorf("%w: nil handler", mutex.ErrInvalid)
 		}
 		return h
 	}

@@ -424,23 +424,35 @@ func TestSetupErrors(t *testing.T) {
 	tests := []struct {
 		name string
 		mw   func(hook httpmw.Option) func(http.Handler) http.Handler
+		msg  string
 	}{
 		{"nil Locker", func(o httpmw.Option) func(http.Handler) http.Handler {
 			return httpmw.Serialize(nil, httpmw.Query("k"), o)
-		}},
-		{"nil KeyFunc", func(o httpmw.Option) func(http.Handler) http.Handler { return httpmw.Serialize(m, nil, o) }},
+		}, "mutex: invalid argument: nil Locker"},
+		{"nil KeyFunc", func(o httpmw.Option) func(http.Handler) http.Handler {
+			return httpmw.Serialize(m, nil, o)
+		}, "mutex: invalid argument: nil KeyFunc"},
 		{"negative wait", func(o httpmw.Option) func(http.Handler) http.Handler {
 			return httpmw.Serialize(m, httpmw.Query("k"), o, httpmw.WithWait(-time.Second))
-		}},
+		}, "mutex: invalid argument: negative wait -1s"},
 		{"busy status 200", func(o httpmw.Option) func(http.Handler) http.Handler {
 			return httpmw.Serialize(m, httpmw.Query("k"), o, httpmw.WithBusyStatus(http.StatusOK))
-		}},
+		}, "mutex: invalid argument: busy status 200 is not an error status"},
 		{"Namespace of nil", func(o httpmw.Option) func(http.Handler) http.Handler {
 			return httpmw.Serialize(m, httpmw.Namespace("ns", nil), o)
-		}},
+		}, "mutex: invalid argument: nil KeyFunc"},
 		{"Locker refusing its setup", func(o httpmw.Option) func(http.Handler) http.Handler {
 			return httpmw.Serialize(badLocker{m}, httpmw.Query("k"), o)
-		}},
+		}, "mutex: invalid argument: bad option"},
+		{"nil handler", func(o httpmw.Option) func(http.Handler) http.Handler {
+			return func(http.Handler) http.Handler { return httpmw.Serialize(m, httpmw.Query("k"), o)(nil) }
+		}, "mutex: invalid argument: nil handler"},
+		{"several problems", func(o httpmw.Option) func(http.Handler) http.Handler {
+			return httpmw.Serialize(nil, nil, o, httpmw.WithWait(-time.Second), httpmw.WithBusyStatus(0))
+		}, "mutex: invalid argument: nil Locker\n" +
+			"mutex: invalid argument: nil KeyFunc\n" +
+			"mutex: invalid argument: negative wait -1s\n" +
+			"mutex: invalid argument: busy status 0 is not an error status"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -452,12 +464,9 @@ func TestSetupErrors(t *testing.T) {
 			hooked := log.take()
 			require.Len(t, hooked, 1)
 			assert.ErrorIs(t, hooked[0], mutex.ErrInvalid)
+			assert.EqualError(t, hooked[0], tt.msg)
 		})
 	}
-	t.Run("nil handler", func(t *testing.T) {
-		web := serve(t, httpmw.Serialize(m, httpmw.Query("k"))(nil))
-		assert.Equal(t, http.StatusInternalServerError, do(t, "POST", web.URL+"/?k=a", nil).status)
-	})
 }
 
 func TestClosedMutex(t *testing.T) {
@@ -541,4 +550,40 @@ func TestLeaseExtendedWhileHandlerRuns(t *testing.T) {
 	close(g.release)
 	assert.NoError(t, recv(t, ended, "handler end"), "the request's context was not cancelled")
 	assert.Equal(t, http.StatusOK, recv(t, res, "answer").status)
+}
+
+func TestWaitBudgetEndsDuringRedisCall(t *testing.T) {
+	srv := redistest.Shared(t)
+	for _, tc := range clientOptions {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			holder := newMutex(t, srv, mutex.Config{})
+			held, err := holder.TryLock(t.Context(), "k")
+			require.NoError(t, err)
+			t.Cleanup(func() { held.Unlock(context.Background()) })
+
+			m, p := newProxiedMutex(t, srv, mutex.Config{}, tc.mod)
+			var log errLog
+			var ran atomic.Bool
+			h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran.Store(true) })
+			web := serve(t, httpmw.Serialize(m, httpmw.Query("k"), log.hook(),
+				httpmw.WithWait(100*time.Millisecond), httpmw.WithFailOpen())(h))
+
+			// Redis is healthy but its replies are held back past the
+			// budget: the key stays busy, the handler never runs unlocked.
+			p.Pause()
+			t.Cleanup(p.Resume)
+			res := do(t, "POST", web.URL+"/?k=k", nil)
+			p.Resume()
+			assert.False(t, ran.Load(), "the handler ran without the lock")
+			assert.Equal(t, http.StatusConflict, res.status)
+			assert.Equal(t, "resource busy", res.body)
+			assert.Equal(t, "1", res.header.Get("Retry-After"))
+			hooked := log.take()
+			require.Len(t, hooked, 1)
+			assert.ErrorIs(t, hooked[0], mutex.ErrNotObtained)
+			assert.ErrorIs(t, hooked[0], context.DeadlineExceeded)
+			assert.NotErrorIs(t, hooked[0], httpmw.ErrUnavailable)
+		})
+	}
 }

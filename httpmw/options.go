@@ -1,6 +1,7 @@
 package httpmw
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -35,10 +36,10 @@ func newConfig(l mutex.Locker, key KeyFunc, opts []Option) *config {
 	c := &config{locker: l, key: key, busyStatus: http.StatusConflict}
 	var errs []error
 	if l == nil {
-		errs = append(errs, fmt.Errorf("%w: httpmw: nil Locker", mutex.ErrInvalid))
+		errs = append(errs, fmt.Errorf("%w: nil Locker", mutex.ErrInvalid))
 	}
 	if key == nil {
-		errs = append(errs, fmt.Errorf("%w: httpmw: nil KeyFunc", mutex.ErrInvalid))
+		errs = append(errs, fmt.Errorf("%w: nil KeyFunc", mutex.ErrInvalid))
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -47,24 +48,20 @@ func newConfig(l mutex.Locker, key KeyFunc, opts []Option) *config {
 		o.apply(c)
 	}
 	if c.wait < 0 {
-		errs = append(errs, fmt.Errorf("%w: httpmw: negative wait %v", mutex.ErrInvalid, c.wait))
+		errs = append(errs, fmt.Errorf("%w: negative wait %v", mutex.ErrInvalid, c.wait))
 	}
 	if c.busyStatus < 400 || c.busyStatus > 599 {
-		errs = append(errs, fmt.Errorf("%w: httpmw: busy status %d is not an error status", mutex.ErrInvalid, c.busyStatus))
+		errs = append(errs, fmt.Errorf("%w: busy status %d is not an error status", mutex.ErrInvalid, c.busyStatus))
 	}
-	if len(errs) > 0 {
-		c.err = errs[0]
-		for _, e := range errs[1:] {
-			c.err = fmt.Errorf("%w; %w", c.err, e)
-		}
-	}
+	c.err = errors.Join(errs...)
 	return c
 }
 
 // WithWait sets how long a request waits for a busy key before it gets the
 // busy answer. Zero, the default, fails fast: one attempt, no waiting. The
-// wait also ends when the request's context does. A negative d is a setup
-// error.
+// wait also ends when the request's context does. A budget that runs out
+// while a Redis call is in flight gets the busy answer as well, whatever the
+// call's error. A negative d is a setup error.
 func WithWait(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.wait = d })
 }
@@ -79,7 +76,10 @@ func WithBusyStatus(code int) Option {
 // WithFailOpen runs the handler without the lock when Redis fails, instead
 // of answering 503. The handler then runs unserialized and LeaseFrom returns
 // nil; the Redis error is passed to the WithErrorHook hook. Use it only where
-// an occasional overlap is better than an outage.
+// an occasional overlap is better than an outage. A Redis call still in
+// flight when the WithWait budget or the request ends is not a failure: the
+// request gets the busy or "request ended" answer and the handler does not
+// run.
 func WithFailOpen() Option {
 	return optionFunc(func(c *config) { c.failOpen = true })
 }
@@ -104,8 +104,9 @@ func WithSkipMethods(methods ...string) Option {
 
 // WithErrorHandler replaces the default answers of rejected requests. h
 // must write the response. err wraps ErrMissingKey, ErrInvalidKey,
-// mutex.ErrNotObtained (the key stayed busy, or the request ended while
-// waiting; a *mutex.NotObtainedError carries RetryAfter), ErrUnavailable
+// mutex.ErrNotObtained (the key stayed busy, the wait budget ran out during
+// a Redis call, or the request ended while waiting; a
+// *mutex.NotObtainedError carries RetryAfter), ErrUnavailable
 // (Redis failed) or mutex.ErrInvalid and mutex.ErrReentrant (the middleware
 // or its Locker is misconfigured). err may hold internal details: do not
 // send it to the client.

@@ -93,7 +93,7 @@ func ExampleNew() {
 	// order:0b7e4d6a-3c1f-4a8e-9a51-5d2f7c9e1b20 <nil>
 	// user%3Aemail:ada@example.com <nil>
 	// true
-	// keyed: no default key encoding for float64: use WithKeyFunc: mutex: invalid argument
+	// mutex: invalid argument: no default key encoding for float64: use WithKeyFunc
 }
 
 func ExampleKeyed_TryLock() {

@@ -176,8 +176,10 @@ func escapeNamespace(ns string) string {
 	return b.String()
 }
 
+// invalidf returns an error wrapping mutex.ErrInvalid, with the problem
+// described by format and args after its text.
 func invalidf(format string, args ...any) error {
-	return fmt.Errorf("keyed: "+format+": %w", append(args, mutex.ErrInvalid)...)
+	return fmt.Errorf("%w: "+format, append([]any{mutex.ErrInvalid}, args...)...)
 }
 
 var errNotNew = invalidf("Keyed not made by New")

@@ -202,16 +202,15 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"long namespace", keyed.New[string](rec, strings.Repeat("n", keyed.MaxNamespaceLen+1)), "namespace of 65 bytes, longer than 64"},
 		{"nil key func", keyed.New(rec, "ns", keyed.WithKeyFunc[string](nil)), "nil key function"},
 		{"nil option", keyed.New[string](rec, "ns", nil), "nil Option"},
-		{"zero value", &keyed.Keyed[string]{}, "not made by New"},
-		{"nil pointer", nil, "not made by New"},
+		{"zero value", &keyed.Keyed[string]{}, "Keyed not made by New"},
+		{"nil pointer", nil, "Keyed not made by New"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
 			err := tt.k.Err()
 			require.ErrorIs(t, err, mutex.ErrInvalid)
-			assert.Contains(t, err.Error(), tt.msg)
-			assert.True(t, strings.HasPrefix(err.Error(), "keyed: "), err.Error())
+			assert.Equal(t, "mutex: invalid argument: "+tt.msg, err.Error())
 
 			_, err = tt.k.Key("x")
 			assert.ErrorIs(t, err, mutex.ErrInvalid)
@@ -251,7 +250,7 @@ func TestNoDefaultEncoding(t *testing.T) {
 	k := keyed.New[noEncoding](m, "ns")
 	err := k.Err()
 	require.ErrorIs(t, err, mutex.ErrInvalid)
-	assert.Contains(t, err.Error(), "no default key encoding for keyed_test.noEncoding: use WithKeyFunc")
+	assert.EqualError(t, err, "mutex: invalid argument: no default key encoding for keyed_test.noEncoding: use WithKeyFunc")
 	_, err = k.Lock(t.Context(), noEncoding{1})
 	assert.ErrorIs(t, err, mutex.ErrInvalid)
 
@@ -276,7 +275,7 @@ func TestBadKeys(t *testing.T) {
 	strs := keyed.New[string](rec, "ns")
 	_, err := strs.Key("")
 	assert.ErrorIs(t, err, mutex.ErrInvalid)
-	assert.ErrorContains(t, err, `empty key string`)
+	assert.ErrorContains(t, err, "mutex: invalid argument: empty key string")
 	_, err = strs.LockMany(ctx, "a", "")
 	assert.ErrorIs(t, err, mutex.ErrInvalid)
 	_, err = strs.LockMany(ctx)

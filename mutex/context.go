@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 )
 
@@ -43,9 +44,17 @@ func LeaseFromContext(ctx context.Context) Lease {
 
 // HeldLease returns the innermost lease recorded in ctx that was obtained
 // from l, holds every one of keys and has not ended.
+//
+// The lease was obtained from l if it was recorded with a Locker equal to l
+// by ==. A Locker whose value cannot be compared, such as a struct value
+// holding a slice, a map or a func, is never equal to another one, not even
+// to a copy of itself: HeldLease does not find the leases recorded with it,
+// so WithLock under them locks again (and fails with ErrReentrant when the
+// Mutex behind it already holds the keys for ctx). Pass a pointer to such a
+// Locker for nested WithLock calls to join its leases.
 func HeldLease(ctx context.Context, l Locker, keys ...string) (Lease, bool) {
 	for h, _ := ctx.Value(heldKey{}).(*held); h != nil; h = h.parent {
-		if h.locker != l || h.lease.Err() != nil {
+		if !sameLocker(h.locker, l) || h.lease.Err() != nil {
 			continue
 		}
 		held := h.lease.Keys()
@@ -54,6 +63,20 @@ func HeldLease(ctx context.Context, l Locker, keys ...string) (Lease, bool) {
 		}
 	}
 	return nil, false
+}
+
+// sameLocker reports whether a and b are equal by ==, without the panic of
+// == on two values of one type that cannot be compared: those are never
+// equal.
+func sameLocker(a, b Locker) bool {
+	ta := reflect.TypeOf(a)
+	if ta != reflect.TypeOf(b) {
+		return false
+	}
+	if ta == nil {
+		return true
+	}
+	return reflect.ValueOf(a).Comparable() && reflect.ValueOf(b).Comparable() && a == b
 }
 
 func containsAll(held, keys []string) bool {

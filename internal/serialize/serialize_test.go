@@ -3,6 +3,7 @@ package serialize_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +115,86 @@ func TestAcquireAfterTheRequestEnded(t *testing.T) {
 	st, err := m.Check(t.Context(), "k")
 	require.NoError(t, err)
 	assert.Equal(t, mutex.Available, st)
+}
+
+// newProxiedMutex returns a Mutex whose client, configured by mod, reaches srv
+// through a proxy, and the proxy. The client is connected before it returns,
+// so that a Pause stalls a call in flight rather than a dial.
+func newProxiedMutex(t *testing.T, srv *redistest.Server, cfg mutex.Config, mod func(*redis.Options)) (*mutex.Mutex, *redistest.Proxy) {
+	t.Helper()
+	p := redistest.NewProxy(t, srv.Addr())
+	opt := &redis.Options{Addr: p.Addr()}
+	mod(opt)
+	client := redis.NewClient(opt)
+	t.Cleanup(func() { client.Close() })
+	require.NoError(t, client.Ping(t.Context()).Err())
+	m, err := mutex.New(client, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m, p
+}
+
+// clientOptions are the go-redis configurations the fault tests run with.
+var clientOptions = []struct {
+	name string
+	mod  func(*redis.Options)
+}{
+	{"default options", func(*redis.Options) {}},
+	{"no retries", func(o *redis.Options) { o.MaxRetries = -1 }},
+	{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
+}
+
+func TestAcquireBudgetEndsDuringRedisCall(t *testing.T) {
+	srv := redistest.Shared(t)
+	for i, tc := range clientOptions {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := mutex.Config{Prefix: fmt.Sprintf("serialize-test-budget-%d", i)}
+			holder, err := mutex.New(srv.Client(t), cfg)
+			require.NoError(t, err)
+			t.Cleanup(func() { holder.Close() })
+			held, err := holder.TryLock(t.Context(), "k")
+			require.NoError(t, err)
+			t.Cleanup(func() { held.Unlock(context.Background()) })
+
+			m, p := newProxiedMutex(t, srv, cfg, tc.mod)
+			p.Pause()
+			t.Cleanup(p.Resume)
+			_, unavailable, err := serialize.Acquire(t.Context(), m, "k", 100*time.Millisecond)
+			var ne *mutex.NotObtainedError
+			require.ErrorAs(t, err, &ne, "%v", err)
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.False(t, unavailable)
+		})
+	}
+}
+
+// budgetLocker is a Locker whose Lock fails with a network error at its
+// context's deadline, as a client whose socket deadline is that of the
+// context does, or when its context ends.
+type budgetLocker struct{ mutex.Locker }
+
+func (budgetLocker) Lock(ctx context.Context, _ ...string) (mutex.Lease, error) {
+	d, _ := ctx.Deadline()
+	select {
+	case <-time.After(time.Until(d)):
+	case <-ctx.Done():
+	}
+	return nil, errors.New("mutex: acquire: i/o timeout")
+}
+
+func TestAcquireBudgetEndsWithAnyError(t *testing.T) {
+	_, unavailable, err := serialize.Acquire(t.Context(), budgetLocker{}, "k", 20*time.Millisecond)
+	var ne *mutex.NotObtainedError
+	require.ErrorAs(t, err, &ne)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.False(t, unavailable)
+
+	// The request's own end keeps its cause.
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	_, unavailable, err = serialize.Acquire(ctx, budgetLocker{}, "k", time.Minute)
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	require.False(t, unavailable)
 }
