@@ -61,6 +61,10 @@ type fifo struct {
 	// deadline entries the next renewal removes.
 	forget   map[string][]string
 	renewing bool // the renewal loop runs
+	// evalRefresh sends the next renewal with its script, after Redis had
+	// it no longer: the fallback of the last one may not have reached
+	// Redis in time, when the client's connections are all in use.
+	evalRefresh bool
 	// wakeChannel is where releases wake this Mutex's waiters; wakeBase is
 	// its name without the id. wakeReady is closed once Redis confirmed
 	// the subscription to it.
@@ -172,9 +176,7 @@ func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try
 	start := time.Now()
 	res, err := fifoLockScript.Run(ctx, f.m.client, fifoKeys(rkeys, token), token, f.m.ttlMS, fifoQueueTTLMS, onlyTry).Slice()
 	if err != nil {
-		if !isRedisReply(err) {
-			f.leave(rkeys, token, true)
-		}
+		f.leave(rkeys, token, !isRedisReply(err))
 		return nil, nil, err
 	}
 	return f.m.grantOrBlocked(res, keys, rkeys, token, start)
@@ -186,9 +188,7 @@ func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l
 	start := time.Now()
 	res, err := fifoClaimScript.Run(ctx, f.m.client, fifoKeys(rkeys, token), token, f.m.ttlMS).Slice()
 	if err != nil {
-		if !isRedisReply(err) {
-			f.leave(rkeys, token, true)
-		}
+		f.leave(rkeys, token, !isRedisReply(err))
 		return nil, false, err
 	}
 	if code, _ := res[0].(int64); code == -1 {
@@ -451,8 +451,10 @@ func (f *fifo) handedOver(ctx context.Context, keys, rkeys []string, token, fenc
 	}
 	if time.Until(l.Deadline()) >= validity/2 {
 		m.mu.Lock()
-		started := m.goLocked(func(bg context.Context) {
-			ctx, cancel := context.WithDeadline(bg, l.Deadline())
+		started := m.goLocked(func(context.Context) {
+			// Close waits for this confirmation rather than cancel it,
+			// as granted leases outlive Close; it ends by the deadline.
+			ctx, cancel := context.WithDeadline(context.Background(), l.Deadline())
 			defer cancel()
 			// A failure ends the lease, or leaves it to its deadline.
 			_ = l.Extend(ctx)
@@ -522,20 +524,10 @@ func (f *fifo) subscribedLocked(channel string) {
 	}
 }
 
-// closeLocked wakes every waiter, and takes those that joined their queues
-// out of them.
+// closeLocked wakes every waiter; each leaves its queues as it returns.
 func (f *fifo) closeLocked() {
 	for _, w := range f.tokens {
 		w.signal()
-		if !w.enqueued {
-			continue
-		}
-		keys, token := fifoKeys(w.rkeys, w.token), w.token
-		f.m.goLocked(func(context.Context) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_ = fifoLeaveScript.Run(ctx, f.m.client, keys, token, f.wakeBase, "0").Err()
-		})
 	}
 }
 
@@ -588,7 +580,7 @@ func (f *fifo) renewLoop(ctx context.Context) {
 
 func (f *fifo) renew(ctx context.Context, groups, forget map[string][]string) {
 	m := f.m
-	ctx, cancel := context.WithTimeout(ctx, fifoRenewEvery)
+	ctx, cancel := context.WithTimeout(ctx, FIFOLiveness/2)
 	defer cancel()
 	for k := range forget {
 		if _, ok := groups[k]; !ok {
@@ -609,16 +601,22 @@ func (f *fifo) renew(ctx context.Context, groups, forget map[string][]string) {
 			a = append(a, t)
 		}
 		ks := []string{k, queueKey(k), deadlineKey(k)}
-		cmds = append(cmds, fifoRefreshScript.EvalSha(ctx, pipe, ks, a...))
+		if f.evalRefresh {
+			cmds = append(cmds, fifoRefreshScript.Eval(ctx, pipe, ks, a...))
+		} else {
+			cmds = append(cmds, fifoRefreshScript.EvalSha(ctx, pipe, ks, a...))
+		}
 		args = append(args, a)
 		keys = append(keys, ks)
 	}
 	sent := time.Now()
 	_, _ = pipe.Exec(ctx)
+	noScript := false
 	var wake, renewed []string
 	for i, c := range cmds {
 		res, err := c.Slice()
 		if isNoScript(err) {
+			noScript = true
 			res, err = fifoRefreshScript.Run(ctx, m.client, keys[i], args[i]...).Slice()
 		}
 		if err != nil || len(res) == 0 {
@@ -643,6 +641,7 @@ func (f *fifo) renew(ctx context.Context, groups, forget map[string][]string) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	f.evalRefresh = noScript
 	// Redis ran the renewal of these entries while they were queued, so any
 	// grant to them comes after it.
 	for _, token := range renewed {

@@ -295,12 +295,12 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 // connection is closed, and Close waits for background work to end. Leases
 // already granted stay valid and can still be extended and unlocked.
 //
-// In FIFO mode, Close takes the waiters of the Mutex out of their Redis
-// queues, allowing each removal a second. Background releases of acquires
-// whose outcome is unknown (their reply was lost) are retried until Redis
+// Waiting Lock calls leave their FIFO queues as they return, with one
+// request of at most a second each. Background releases of acquires whose
+// outcome is unknown (their reply was lost) are retried until Redis
 // answers; Close stops those still waiting for Redis, and the keys such an
-// acquire took, if any, expire with their TTL. The same holds for an
-// acquire whose outcome becomes unknown after Close.
+// acquire took, if any, expire with their TTL. An acquire whose outcome
+// becomes unknown after Close gets one release attempt of at most a second.
 func (m *Mutex) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -365,15 +365,18 @@ const (
 	bgAttemptTimeout = 5 * time.Second
 	bgMinDelay       = 10 * time.Millisecond
 	bgMaxDelay       = time.Second
+	// closedAttemptTimeout bounds the clean-up of a Lock that ends after
+	// Close.
+	closedAttemptTimeout = time.Second
 )
 
 // untilAnswered runs req in the background until Redis answers it, with a
 // pause that doubles from bgMinDelay to bgMaxDelay between failures. Close
-// stops it; after Close it does nothing.
+// stops it. After Close, req makes one attempt, at once and in the
+// caller's goroutine, of at most closedAttemptTimeout.
 func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.goLocked(func(ctx context.Context) {
+	started := m.goLocked(func(ctx context.Context) {
 		delay := bgMinDelay
 		for {
 			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
@@ -390,6 +393,12 @@ func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
 			delay = min(2*delay, bgMaxDelay)
 		}
 	})
+	m.mu.Unlock()
+	if !started {
+		ctx, cancel := context.WithTimeout(context.Background(), closedAttemptTimeout)
+		defer cancel()
+		_ = req(ctx)
+	}
 }
 
 // revokeTTL is how long a revocation marker outlives the give-up of a

@@ -84,13 +84,14 @@ func (q *keyQueue) firstClaimer() *waiter {
 	return nil
 }
 
-// kickLocked wakes, in each of qs, the first waiter that claims its key if
-// it may try now and has a reason to: no attempt yet, or a release it
-// missed.
+// kickLocked wakes the waiters of qs that may try now and have a reason
+// to: no attempt yet, or a release they missed.
 func (p *plain) kickLocked(qs []*keyQueue) {
 	for _, q := range qs {
-		if x := q.firstClaimer(); x != nil && (x.blocked == "" || x.missed) && x.mayTryLocked() {
-			x.signal()
+		for _, x := range q.waiters {
+			if (x.blocked == "" || x.missed) && x.mayTryLocked() {
+				x.signal()
+			}
 		}
 	}
 }
@@ -331,8 +332,12 @@ func (p *plain) dequeue(w *waiter, acquired bool) {
 			default:
 			}
 		} else {
+			// w may have had the turn for a release: pass it on.
 			x.signal()
 		}
+	}
+	if !acquired {
+		p.kickLocked(w.queues)
 	}
 	if len(gone) > 0 {
 		m.unsubscribeLocked(gone...)

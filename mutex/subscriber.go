@@ -110,16 +110,41 @@ func (s *subscriber) write() {
 			if len(op.channels) == 0 {
 				continue
 			}
-			// A failed write leaves the channel in the PubSub's set, and
-			// go-redis subscribes again when it reconnects; waiters re-check
-			// on their timers meanwhile.
-			if op.subscribe {
-				_ = s.ps.Subscribe(ctx, op.channels...)
-			} else {
+			if !op.subscribe {
 				_ = s.ps.Unsubscribe(ctx, op.channels...)
+				continue
+			}
+			// A failed write makes go-redis reconnect, and subscribe again
+			// to the channels it knew of before this request: write the
+			// request again until it goes through, or is no longer wanted.
+			for delay := 10 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+				if s.ps.Subscribe(ctx, op.channels...) == nil {
+					break
+				}
+				select {
+				case <-s.stop:
+					return
+				case <-time.After(delay):
+				}
+				if op.channels = s.stillWanted(op.channels); len(op.channels) == 0 {
+					break
+				}
 			}
 		}
 	}
+}
+
+// stillWanted returns the channels that are still to be subscribed to.
+func (s *subscriber) stillWanted(channels []string) []string {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	var keep []string
+	for _, c := range channels {
+		if s.want[c] {
+			keep = append(keep, c)
+		}
+	}
+	return keep
 }
 
 // pubsubIdle is how long the reader waits for a message before it pings

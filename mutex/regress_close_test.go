@@ -1,0 +1,61 @@
+package mutex_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/mutex"
+)
+
+// Close may run while FIFO waiters are being cancelled and leave their
+// queues: run with -race, which reports Close waiting for background work
+// that is still being added.
+func TestCloseWhileFIFOWaitersAreCancelled(t *testing.T) {
+	for _, cc := range retryConfigs {
+		t.Run(cc.name, func(t *testing.T) {
+			srv := redistest.Shared(t)
+			cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
+			holder := newMutex(t, srv, cfg)
+			held := must[mutex.Lease](t)(holder.Lock(t.Context(), "k"))
+			defer held.Unlock(context.Background())
+
+			const rounds, waiters = 40, 20
+			for round := range rounds {
+				m, err := mutex.New(srv.Client(t, cc.mod), cfg)
+				require.NoError(t, err)
+				var wg sync.WaitGroup
+				for range waiters {
+					ctx, cancel := context.WithCancel(t.Context())
+					wg.Go(func() {
+						defer cancel()
+						if l, _ := m.Lock(ctx, "k"); l != nil {
+							_ = l.Unlock(context.Background())
+						}
+					})
+					wg.Go(func() {
+						time.Sleep(time.Duration(rand.IntN(60)) * time.Millisecond)
+						cancel()
+					})
+				}
+				time.Sleep(time.Duration(20+rand.IntN(30)) * time.Millisecond)
+				closed := make(chan error, 1)
+				go func() { closed <- m.Close() }()
+				wg.Wait()
+				select {
+				case err := <-closed:
+					assert.NoError(t, err, fmt.Sprintf("round %d: Close", round))
+				case <-time.After(10 * time.Second):
+					t.Fatalf("round %d: Close did not return", round)
+				}
+			}
+		})
+	}
+}
