@@ -103,3 +103,45 @@ func must2(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// A subscribe confirmation read while an UNSUBSCRIBE of the channel awaits
+// its own answers an older SUBSCRIBE: it does not confirm a newer request,
+// whose confirmation comes after the UNSUBSCRIBE's.
+func TestStaleSubscribeConfirmationIsIgnored(t *testing.T) {
+	srv := redistest.Shared(t)
+	m, err := New(srv.Client(t), Config{Prefix: "iv:" + t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := m.mode.(*plain)
+	const ch = "iv:stale"
+	q := &keyQueue{key: ch, ready: make(chan struct{})}
+	m.mu.Lock()
+	p.queues[ch] = q
+	m.subscribeLocked("iv:other") // starts the subscriber
+	s := m.sub
+	// A request for ch, not written, so that only the test confirms it.
+	s.want[ch], s.pending[ch] = true, true
+	m.mu.Unlock()
+	// Stand in for the confirmations of an older SUBSCRIBE and of the
+	// UNSUBSCRIBE written after it.
+	s.countUnsubscribes([]string{ch}, 1)
+	s.confirmed(ch)
+	select {
+	case <-q.ready:
+		t.Fatal("a confirmation read before the UNSUBSCRIBE's confirmed the new request")
+	default:
+	}
+	s.countUnsubscribes([]string{ch}, -1)
+	s.confirmed(ch)
+	select {
+	case <-q.ready:
+	default:
+		t.Fatal("the confirmation after the UNSUBSCRIBE's did not confirm the request")
+	}
+	m.mu.Lock()
+	delete(p.queues, ch)
+	m.unsubscribeLocked(ch, "iv:other")
+	m.mu.Unlock()
+}

@@ -29,6 +29,11 @@ type subscriber struct {
 	ops     []subOp
 	want    map[string]bool // channels subscribed to, or to be
 	pending map[string]bool // wanted channels not confirmed yet
+	// unsubscribing counts, per channel, the UNSUBSCRIBEs written on the
+	// current connection and not confirmed yet: a subscribe confirmation
+	// read before them answers an older SUBSCRIBE, whose subscription they
+	// end.
+	unsubscribing map[string]int
 
 	kick chan struct{}
 	stop chan struct{}
@@ -42,12 +47,13 @@ type subOp struct {
 
 func newSubscriber(m *Mutex) *subscriber {
 	s := &subscriber{
-		m:       m,
-		ps:      m.client.Subscribe(context.Background()),
-		want:    make(map[string]bool),
-		pending: make(map[string]bool),
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		m:             m,
+		ps:            m.client.Subscribe(context.Background()),
+		want:          make(map[string]bool),
+		pending:       make(map[string]bool),
+		unsubscribing: make(map[string]int),
+		kick:          make(chan struct{}, 1),
+		stop:          make(chan struct{}),
 	}
 	s.wg.Add(2)
 	go s.write()
@@ -111,7 +117,12 @@ func (s *subscriber) write() {
 				continue
 			}
 			if !op.subscribe {
-				_ = s.ps.Unsubscribe(ctx, op.channels...)
+				// Counted before the write, which its confirmation may
+				// overtake.
+				s.countUnsubscribes(op.channels, 1)
+				if s.ps.Unsubscribe(ctx, op.channels...) != nil {
+					s.countUnsubscribes(op.channels, -1)
+				}
 				continue
 			}
 			// A failed write makes go-redis reconnect, and subscribe again
@@ -130,6 +141,17 @@ func (s *subscriber) write() {
 					break
 				}
 			}
+		}
+	}
+}
+
+// countUnsubscribes adds d to the unconfirmed UNSUBSCRIBEs of channels.
+func (s *subscriber) countUnsubscribes(channels []string, d int) {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	for _, c := range channels {
+		if s.unsubscribing[c] += d; s.unsubscribing[c] <= 0 {
+			delete(s.unsubscribing, c)
 		}
 	}
 }
@@ -177,7 +199,11 @@ func (s *subscriber) read() {
 				continue
 			}
 			// go-redis reconnects on the next receive; wait a little
-			// while Redis is unreachable.
+			// while Redis is unreachable. Confirmations still due on the
+			// old connection will not come.
+			s.m.mu.Lock()
+			clear(s.unsubscribing)
+			s.m.mu.Unlock()
 			failures++
 			select {
 			case <-s.stop:
@@ -191,8 +217,11 @@ func (s *subscriber) read() {
 		case *redis.Message:
 			s.m.mode.message(msg.Channel, msg.Payload)
 		case *redis.Subscription:
-			if msg.Kind == "subscribe" {
+			switch msg.Kind {
+			case "subscribe":
 				s.confirmed(msg.Channel)
+			case "unsubscribe":
+				s.countUnsubscribes([]string{msg.Channel}, -1)
 			}
 		}
 	}
@@ -202,6 +231,11 @@ func (s *subscriber) read() {
 func (s *subscriber) confirmed(channel string) {
 	m := s.m
 	m.mu.Lock()
+	if s.unsubscribing[channel] > 0 {
+		// An older subscription, which an UNSUBSCRIBE ends next.
+		m.mu.Unlock()
+		return
+	}
 	if s.pending[channel] {
 		delete(s.pending, channel)
 		m.mode.subscribedLocked(channel)
