@@ -18,25 +18,15 @@ type autoOptionFunc func(*autoConfig)
 func (f autoOptionFunc) applyAuto(c *autoConfig) { f(c) }
 
 type autoConfig struct {
-	interval  time.Duration
-	threshold time.Duration
-	sched     *Scheduler
-	err       error // a bad option, reported by every Lock and TryLock
+	policy mutex.RenewPolicy
+	sched  *Scheduler
+	err    error // a bad option, reported by every Lock and TryLock
 }
 
 func (c *autoConfig) invalid(format string, args ...any) {
 	if c.err == nil {
-		c.err = fmt.Errorf("middleware: auto-extend: %w: "+format, append([]any{mutex.ErrInvalid}, args...)...)
+		c.err = fmt.Errorf("%w: "+format, append([]any{mutex.ErrInvalid}, args...)...)
 	}
-}
-
-// fallbackInterval is the renewal interval of a lease whose validity
-// deadline is unknown.
-func (c *autoConfig) fallbackInterval() time.Duration {
-	if c.interval > 0 {
-		return c.interval
-	}
-	return mutex.FallbackExtendInterval
 }
 
 // WithInterval renews each lease every d instead of each time a third of its
@@ -44,10 +34,10 @@ func (c *autoConfig) fallbackInterval() time.Duration {
 func WithInterval(d time.Duration) AutoExtendOption {
 	return autoOptionFunc(func(c *autoConfig) {
 		if d <= 0 {
-			c.invalid("interval %v, want > 0", d)
+			c.invalid("auto-extend interval %v, want > 0", d)
 			return
 		}
-		c.interval = d
+		c.policy.Interval = d
 	})
 }
 
@@ -58,19 +48,19 @@ func WithInterval(d time.Duration) AutoExtendOption {
 func WithThreshold(d time.Duration) AutoExtendOption {
 	return autoOptionFunc(func(c *autoConfig) {
 		if d <= 0 {
-			c.invalid("threshold %v, want > 0", d)
+			c.invalid("auto-extend threshold %v, want > 0", d)
 			return
 		}
-		c.threshold = d
+		c.policy.Threshold = d
 	})
 }
 
 // WithScheduler renews the leases with s instead of the process-wide
-// Scheduler. s must not be nil.
+// Scheduler, mutex.DefaultRenewer. s must not be nil.
 func WithScheduler(s *Scheduler) AutoExtendOption {
 	return autoOptionFunc(func(c *autoConfig) {
 		if s == nil {
-			c.invalid("nil scheduler")
+			c.invalid("nil Scheduler for auto-extend")
 			return
 		}
 		c.sched = s
@@ -86,34 +76,41 @@ func WithScheduler(s *Scheduler) AutoExtendOption {
 // one, nor later than a tenth of it before the deadline, whatever the
 // options say, so that a bad setting neither floods Redis nor lets a lease
 // lapse. Validity comes from the lease's Deadline method, or that of a lease
-// behind its decorators (the leases of a *mutex.Mutex have one); a lease
-// without one is renewed every WithInterval, or every
+// behind its decorators (see mutex.Deadline; the leases of a *mutex.Mutex
+// have one); a lease without one is renewed every WithInterval, or every
 // mutex.FallbackExtendInterval.
 //
 // A renewal that fails with a Redis error is retried with backoff until it
 // succeeds or the lease's validity runs out. One that finds the keys held by
 // another owner ends the lease at once. Either way, Done closes and Err
 // wraps mutex.ErrNotHeld no later than the validity deadline, when the
-// wrapped lease ends itself. Unlock stops the renewal, waits for a renewal
-// in flight, then unlocks. If that Unlock fails with a Redis error it may be
-// called again, but the lease is no longer renewed.
+// wrapped lease ends itself.
 //
-// Renewals are made by a Scheduler, the process-wide one unless
-// WithScheduler gives another: no goroutine runs per lease, and renewals
-// that fall due together go to Redis in one pipeline.
+// Unlock stops the renewals and unlocks the wrapped lease with its context
+// at once: it does not wait for a renewal in flight, which, if it reaches
+// Redis after the keys were released, finds them gone and changes nothing.
+// If that Unlock fails with a Redis error it may be called again, but the
+// lease is no longer renewed.
+//
+// Renewals are made by a Scheduler: the process-wide mutex.DefaultRenewer,
+// which mutex.RunLocked uses too, unless WithScheduler gives another. No
+// goroutine runs per lease, and renewals that fall due together are made
+// together. A renewal calls the wrapped lease's Extend, except that the
+// leases of Mutexes sharing a Redis client are renewed in one pipeline.
 //
 // The leases implement mutex.AutoExtender, so mutex.RunLocked and WithLock
-// do not extend them again, and mutex.Unwrapper. A lease that is already
-// auto-extended (AutoExtend inside AutoExtend) is returned as it is. The
-// context is passed on unchanged.
+// do not extend them again (see mutex.IsAutoExtended), and mutex.Unwrapper.
+// A lease that is already auto-extended (AutoExtend inside AutoExtend) is
+// returned as it is. The context is passed on unchanged.
 //
 // Options that are out of range make every Lock and TryLock fail with an
-// error wrapping mutex.ErrInvalid, before any Redis call.
+// error wrapping mutex.ErrInvalid, before any Redis call. So does a closed
+// Scheduler, with an error wrapping mutex.ErrClosed.
 func AutoExtend(opts ...AutoExtendOption) Middleware {
-	cfg := &autoConfig{sched: defaultScheduler}
+	cfg := &autoConfig{sched: mutex.DefaultRenewer()}
 	for _, o := range opts {
 		if o == nil {
-			cfg.invalid("nil option")
+			cfg.invalid("nil option for auto-extend")
 			continue
 		}
 		o.applyAuto(cfg)
@@ -135,17 +132,15 @@ func (x *autoLocker) check() error {
 		return x.cfg.err
 	}
 	if x.next == nil {
-		return fmt.Errorf("middleware: auto-extend: %w: nil Locker", mutex.ErrInvalid)
+		return errNilAutoLocker
 	}
-	s := x.cfg.sched
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return s.errClosed()
+	if err := x.cfg.sched.Err(); err != nil {
+		return fmt.Errorf("auto-extend: %w", err)
 	}
 	return nil
 }
+
+var errNilAutoLocker = fmt.Errorf("%w: nil Locker for auto-extend", mutex.ErrInvalid)
 
 // Lock locks through the wrapped Locker and renews the lease it returns.
 func (x *autoLocker) Lock(ctx context.Context, keys ...string) (mutex.Lease, error) {
@@ -174,42 +169,31 @@ func (x *autoLocker) TryLock(ctx context.Context, keys ...string) (mutex.Lease, 
 // Check calls the wrapped Check.
 func (x *autoLocker) Check(ctx context.Context, keys ...string) (mutex.Status, error) {
 	if x.next == nil {
-		return mutex.Available, fmt.Errorf("middleware: auto-extend: %w: nil Locker", mutex.ErrInvalid)
+		return mutex.Available, errNilAutoLocker
 	}
 	return x.next.Check(ctx, keys...)
 }
 
 func (x *autoLocker) wrap(ctx context.Context, l mutex.Lease) (mutex.Lease, error) {
-	if isAutoExtended(l) {
+	if mutex.IsAutoExtended(l) {
 		return l, nil
 	}
-	a := &autoLease{inner: l, dl: findDeadliner(l), s: x.cfg.sched, cfg: x.cfg, index: -1}
-	if err := a.s.add(a); err != nil {
+	r, err := x.cfg.sched.Renew(l, x.cfg.policy)
+	if err != nil {
 		// The Scheduler was closed meanwhile: give the keys back.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mutex.UnlockTimeout)
 		defer cancel()
 		_ = l.Unlock(uctx)
-		return nil, err
+		return nil, fmt.Errorf("auto-extend: %w", err)
 	}
-	return a, nil
+	return &autoLease{r}, nil
 }
 
 // autoLease is a lease renewed by a Scheduler. Its end is the end of the
 // wrapped lease, which closes Done by itself when its validity runs out or
 // when an Extend finds its keys taken.
 type autoLease struct {
-	inner mutex.Lease
-	dl    deadliner // nil if the validity deadline is unknown
-	s     *Scheduler
-	cfg   *autoConfig
-
-	// Guarded by s.mu.
-	due      time.Time
-	index    int // in s.heap, or -1
-	failures int // failed renewals in a row
-	inflight bool
-	stopped  bool
-	active   bool // counted in s.leases
+	r *mutex.Renewal
 }
 
 var (
@@ -218,107 +202,25 @@ var (
 	_ mutex.AutoExtender = (*autoLease)(nil)
 )
 
-func (a *autoLease) Keys() []string        { return a.inner.Keys() }
-func (a *autoLease) Token() string         { return a.inner.Token() }
-func (a *autoLease) Fence() int64          { return a.inner.Fence() }
-func (a *autoLease) Done() <-chan struct{} { return a.inner.Done() }
-func (a *autoLease) Err() error            { return a.inner.Err() }
+func (a *autoLease) Keys() []string        { return a.r.Lease().Keys() }
+func (a *autoLease) Token() string         { return a.r.Lease().Token() }
+func (a *autoLease) Fence() int64          { return a.r.Lease().Fence() }
+func (a *autoLease) Done() <-chan struct{} { return a.r.Lease().Done() }
+func (a *autoLease) Err() error            { return a.r.Lease().Err() }
 
 // Extend extends the lease now, besides the background renewals.
-func (a *autoLease) Extend(ctx context.Context) error { return a.inner.Extend(ctx) }
+func (a *autoLease) Extend(ctx context.Context) error { return a.r.Lease().Extend(ctx) }
 
-// Unlock stops the renewals, waits for one in flight, and unlocks.
+// Unlock stops the renewals and unlocks with ctx. It does not wait for a
+// renewal in flight: one that reaches Redis after the keys were released
+// finds them gone and changes nothing.
 func (a *autoLease) Unlock(ctx context.Context) error {
-	a.s.remove(a)
-	return a.inner.Unlock(ctx)
+	a.r.Stop()
+	return a.r.Lease().Unlock(ctx)
 }
 
 // Unwrap returns the renewed lease.
-func (a *autoLease) Unwrap() mutex.Lease { return a.inner }
+func (a *autoLease) Unwrap() mutex.Lease { return a.r.Lease() }
 
 // AutoExtended reports true.
 func (a *autoLease) AutoExtended() bool { return true }
-
-// nextDue returns when to renew after a renewal (or the grant) at now.
-func (a *autoLease) nextDue(now time.Time) time.Time {
-	if a.dl == nil {
-		return now.Add(a.cfg.fallbackInterval())
-	}
-	dl := a.dl.Deadline()
-	v := dl.Sub(now)
-	if v <= 0 {
-		return now
-	}
-	due := now.Add(v / 3)
-	if a.cfg.interval > 0 {
-		due = now.Add(a.cfg.interval)
-	}
-	if a.cfg.threshold > 0 {
-		if t := dl.Add(-a.cfg.threshold); a.cfg.interval == 0 || t.Before(due) {
-			due = t
-		}
-	}
-	if lo := now.Add(v / 10); due.Before(lo) {
-		due = lo
-	}
-	if hi := dl.Add(-v / 10); due.After(hi) {
-		due = hi
-	}
-	return due
-}
-
-// retryDue returns when to retry after a renewal failed at now: backing off
-// from 10ms, never by more than a quarter of the remaining validity, and
-// never after the deadline.
-func (a *autoLease) retryDue(now time.Time) time.Time {
-	b := retryBackoff
-	b.Max = a.cfg.fallbackInterval() / 2
-	var dl time.Time
-	if a.dl != nil {
-		dl = a.dl.Deadline()
-		b.Max = dl.Sub(now) / 4
-	}
-	b.Max = max(b.Max, b.Min)
-	due := now.Add(b.ForAttempt(float64(a.failures - 1)))
-	if a.dl != nil && due.After(dl) {
-		due = dl
-	}
-	return due
-}
-
-// deadliner is implemented by leases that know the end of their validity.
-type deadliner interface {
-	Deadline() time.Time
-}
-
-// findDeadliner returns l, or the first lease behind its decorators, that
-// reports its validity deadline, or nil.
-func findDeadliner(l mutex.Lease) deadliner {
-	for l != nil {
-		if d, ok := l.(deadliner); ok {
-			return d
-		}
-		u, ok := l.(mutex.Unwrapper)
-		if !ok {
-			return nil
-		}
-		l = u.Unwrap()
-	}
-	return nil
-}
-
-// isAutoExtended reports whether l, or a lease behind its decorators, is
-// renewed in the background.
-func isAutoExtended(l mutex.Lease) bool {
-	for l != nil {
-		if a, ok := l.(mutex.AutoExtender); ok && a.AutoExtended() {
-			return true
-		}
-		u, ok := l.(mutex.Unwrapper)
-		if !ok {
-			return false
-		}
-		l = u.Unwrap()
-	}
-	return false
-}

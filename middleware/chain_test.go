@@ -69,3 +69,9 @@ func TestReentrancyThroughChain(t *testing.T) {
 	assert.Empty(t, keysLeft(t, srv.Client(t), prefix(t)))
 	assert.Equal(t, 0, s.Stats().Leases)
 }
+
+func TestChainErrorText(t *testing.T) {
+	m := newMutex(t, redistest.Shared(t).Client(t), mutex.Config{Prefix: prefix(t)})
+	_, err := middleware.Chain(m, middleware.Retry(), nil).TryLock(t.Context(), "k")
+	require.EqualError(t, err, "mutex: invalid argument: nil middleware at 1 in chain")
+}

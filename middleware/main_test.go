@@ -41,6 +41,24 @@ func keysLeft(t testing.TB, c *redis.Client, p string) []string {
 	return keys
 }
 
+// lockKeysLeft returns the Redis keys that start with p but the revocation
+// markers of lost replies ("<lock key>:x:<token>"), after checking that
+// those expire by themselves.
+func lockKeysLeft(t testing.TB, c *redis.Client, p string) []string {
+	t.Helper()
+	var keys []string
+	for _, k := range keysLeft(t, c, p) {
+		if !strings.Contains(k, ":x:") {
+			keys = append(keys, k)
+			continue
+		}
+		if ttl := c.PTTL(context.Background(), k).Val(); ttl <= 0 {
+			t.Errorf("revocation marker %s does not expire (PTTL %v)", k, ttl)
+		}
+	}
+	return keys
+}
+
 // newScheduler returns a Scheduler closed at cleanup.
 func newScheduler(t testing.TB, cfg middleware.SchedulerConfig) *middleware.Scheduler {
 	t.Helper()
@@ -115,4 +133,15 @@ func (r *recorder) Check(ctx context.Context, keys ...string) (mutex.Status, err
 	}
 	defer r.done()
 	return r.next.Check(ctx, keys...)
+}
+
+// clientConfigs are the go-redis client settings that fault tests run
+// with: the defaults, retries off, and context deadlines honoured.
+var clientConfigs = []struct {
+	name string
+	mod  func(*redis.Options)
+}{
+	{"default options", func(*redis.Options) {}},
+	{"retries off", func(o *redis.Options) { o.MaxRetries = -1 }},
+	{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
 }

@@ -19,7 +19,7 @@ type Middleware func(mutex.Locker) mutex.Locker
 func Chain(l mutex.Locker, ms ...Middleware) mutex.Locker {
 	for i := len(ms) - 1; i >= 0; i-- {
 		if ms[i] == nil {
-			return invalidLocker{fmt.Errorf("middleware: chain: %w: nil middleware at %d", mutex.ErrInvalid, i)}
+			return invalidLocker{fmt.Errorf("%w: nil middleware at %d in chain", mutex.ErrInvalid, i)}
 		}
 		l = ms[i](l)
 	}

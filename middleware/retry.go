@@ -41,7 +41,7 @@ type retryConfig struct {
 
 func (c *retryConfig) invalid(format string, args ...any) {
 	if c.err == nil {
-		c.err = fmt.Errorf("middleware: retry: %w: "+format, append([]any{mutex.ErrInvalid}, args...)...)
+		c.err = fmt.Errorf("%w: "+format, append([]any{mutex.ErrInvalid}, args...)...)
 	}
 }
 
@@ -51,7 +51,7 @@ func (c *retryConfig) invalid(format string, args ...any) {
 func WithAttempts(n int) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if n < 1 {
-			c.invalid("attempts %d, want at least 1", n)
+			c.invalid("retry attempts %d, want at least 1", n)
 			return
 		}
 		c.attempts = n
@@ -63,7 +63,7 @@ func WithAttempts(n int) RetryOption {
 func WithFactor(f float64) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if !(f >= 1) {
-			c.invalid("factor %v, want at least 1", f)
+			c.invalid("retry factor %v, want at least 1", f)
 			return
 		}
 		c.factor = f
@@ -75,7 +75,7 @@ func WithFactor(f float64) RetryOption {
 func WithMinDelay(d time.Duration) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if d <= 0 {
-			c.invalid("min delay %v, want > 0", d)
+			c.invalid("retry min delay %v, want > 0", d)
 			return
 		}
 		c.minDelay = d
@@ -88,7 +88,7 @@ func WithMinDelay(d time.Duration) RetryOption {
 func WithMaxDelay(d time.Duration) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if d <= 0 {
-			c.invalid("max delay %v, want > 0", d)
+			c.invalid("retry max delay %v, want > 0", d)
 			return
 		}
 		c.maxDelay = d
@@ -118,7 +118,7 @@ func WithRetryOnContention(on bool) RetryOption {
 func WithRetryIf(pred func(error) bool) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if pred == nil {
-			c.invalid("nil retry predicate")
+			c.invalid("nil predicate for retry")
 			return
 		}
 		c.retryIf = pred
@@ -163,13 +163,13 @@ func Retry(opts ...RetryOption) Middleware {
 	}
 	for _, o := range opts {
 		if o == nil {
-			cfg.invalid("nil option")
+			cfg.invalid("nil option for retry")
 			continue
 		}
 		o.applyRetry(cfg)
 	}
 	if cfg.err == nil && cfg.maxDelay < cfg.minDelay {
-		cfg.invalid("max delay %v below min delay %v", cfg.maxDelay, cfg.minDelay)
+		cfg.invalid("retry max delay %v below min delay %v", cfg.maxDelay, cfg.minDelay)
 	}
 	return func(next mutex.Locker) mutex.Locker {
 		return &retryLocker{next: next, cfg: cfg}
@@ -188,7 +188,7 @@ func (r *retryLocker) check() error {
 		return r.cfg.err
 	}
 	if r.next == nil {
-		return fmt.Errorf("middleware: retry: %w: nil Locker", mutex.ErrInvalid)
+		return fmt.Errorf("%w: nil Locker for retry", mutex.ErrInvalid)
 	}
 	return nil
 }
@@ -238,10 +238,10 @@ func retry[T any](ctx context.Context, cfg *retryConfig, contention bool, op fun
 			if attempt == 1 {
 				return zero, err
 			}
-			return zero, fmt.Errorf("middleware: retry: attempt %d: %w", attempt, err)
+			return zero, fmt.Errorf("retry: attempt %d: %w", attempt, err)
 		}
 		if attempt >= cfg.attempts {
-			return zero, fmt.Errorf("middleware: retry: gave up after %d attempts: %w", attempt, err)
+			return zero, fmt.Errorf("retry: gave up after %d attempts: %w", attempt, err)
 		}
 		d := b.Duration()
 		var blocked *mutex.NotObtainedError
@@ -263,7 +263,7 @@ func retry[T any](ctx context.Context, cfg *retryConfig, contention bool, op fun
 				}
 				return zero, e
 			}
-			return zero, fmt.Errorf("middleware: retry: %w after %d attempts: %w", ctx.Err(), attempt, err)
+			return zero, fmt.Errorf("retry: %w after %d attempts: %w", ctx.Err(), attempt, err)
 		}
 	}
 }

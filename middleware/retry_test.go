@@ -51,7 +51,7 @@ func TestIsTransient(t *testing.T) {
 		require.Error(t, err)
 		return err
 	}()
-	wrap := func(err error) error { return fmt.Errorf("mutex: acquire: %w", err) }
+	wrap := func(err error) error { return fmt.Errorf("acquire: %w", err) }
 	cases := []struct {
 		err  error
 		want bool
@@ -64,6 +64,8 @@ func TestIsTransient(t *testing.T) {
 		{&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, true},
 		{wrap(io.EOF), true},
 		{redis.ErrPoolTimeout, true},
+		{redis.ErrPoolExhausted, true},
+		{wrap(redis.ErrPoolExhausted), true},
 		{wrap(redisReply(t, c, "LOADING Redis is loading the dataset in memory")), true},
 		{wrap(redisReply(t, c, "TRYAGAIN Multiple keys request during rehashing of slot")), true},
 		{wrap(redisReply(t, c, "CLUSTERDOWN The cluster is down")), true},
@@ -85,6 +87,36 @@ func TestIsTransient(t *testing.T) {
 	}
 	for _, tc := range cases {
 		assert.Equal(t, tc.want, middleware.IsTransient(tc.err), "IsTransient(%v)", tc.err)
+	}
+}
+
+// TestRetryPoolExhausted runs out of connections for real: a client
+// limited to one connection, held elsewhere, fails the first TryLock with
+// redis.ErrPoolExhausted. IsTransient calls that transient, so Retry tries
+// again and succeeds once the connection is back.
+func TestRetryPoolExhausted(t *testing.T) {
+	for _, cc := range clientConfigs {
+		t.Run(cc.name, func(t *testing.T) {
+			c := redistest.Shared(t).Client(t, cc.mod, func(o *redis.Options) { o.MaxActiveConns = 1 })
+			m := newMutex(t, c, mutex.Config{Prefix: prefix(t)})
+			held := c.Conn()
+			require.NoError(t, held.Ping(t.Context()).Err())
+			_, err := m.TryLock(t.Context(), "k")
+			require.ErrorIs(t, err, redis.ErrPoolExhausted)
+			assert.True(t, middleware.IsTransient(err), "IsTransient(%v)", err)
+
+			rec, mw := record(nil)
+			rec.after = func(n int) {
+				if n == 1 {
+					require.NoError(t, held.Close())
+				}
+			}
+			l := middleware.Chain(m, middleware.Retry(fast...), mw)
+			lease, err := l.TryLock(t.Context(), "k")
+			require.NoError(t, err)
+			assert.GreaterOrEqual(t, rec.count(), 2, "retried until a connection was free")
+			require.NoError(t, lease.Unlock(t.Context()))
+		})
 	}
 }
 
@@ -119,7 +151,7 @@ func TestRetryBadOptions(t *testing.T) {
 func TestRetryTransientFailures(t *testing.T) {
 	srv := redistest.Shared(t)
 	m := newMutex(t, srv.Client(t), mutex.Config{Prefix: prefix(t)})
-	reset := fmt.Errorf("mutex: acquire: %w", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})
+	reset := fmt.Errorf("acquire: %w", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})
 
 	// Two failures, then success: three calls.
 	rec, mw := record(func(n int) error {
@@ -155,9 +187,9 @@ func TestRetryNeverRetriesFinalErrors(t *testing.T) {
 	for _, final := range []error{
 		&mutex.NotObtainedError{Key: "k"},
 		&mutex.NotObtainedError{Cause: context.DeadlineExceeded},
-		fmt.Errorf("mutex: %w", mutex.ErrInvalid),
-		fmt.Errorf("mutex: %w", mutex.ErrReentrant),
-		fmt.Errorf("mutex: %w", mutex.ErrNotHeld),
+		fmt.Errorf("acquire: %w", mutex.ErrInvalid),
+		fmt.Errorf("acquire: %w", mutex.ErrReentrant),
+		fmt.Errorf("acquire: %w", mutex.ErrNotHeld),
 		mutex.ErrClosed,
 		context.Canceled,
 		redis.ErrClosed,
@@ -321,7 +353,7 @@ func TestRetryRecoversFromRestart(t *testing.T) {
 	res := <-done
 	require.NoError(t, res.err)
 	require.NoError(t, res.lease.Unlock(t.Context()))
-	assert.Empty(t, keysLeft(t, srv.Client(t), prefix(t)))
+	assert.Empty(t, lockKeysLeft(t, srv.Client(t), prefix(t)))
 }
 
 func TestRetryBackoffGrows(t *testing.T) {
@@ -346,4 +378,34 @@ func TestRetryBackoffGrows(t *testing.T) {
 	for i, want := range []time.Duration{20, 40, 80, 80} {
 		assert.GreaterOrEqual(t, calls[i+1].Sub(calls[i]), want*time.Millisecond, "delay %d", i+1)
 	}
+}
+
+// TestRetryErrorText checks that only the sentinel carries the package
+// prefix: bad input reads "mutex: invalid argument: <detail>", and giving up
+// adds only what Retry did.
+func TestRetryErrorText(t *testing.T) {
+	m := newMutex(t, redistest.Shared(t).Client(t), mutex.Config{Prefix: prefix(t)})
+	for _, tc := range []struct {
+		opts []middleware.RetryOption
+		want string
+	}{
+		{[]middleware.RetryOption{middleware.WithAttempts(0)},
+			"mutex: invalid argument: retry attempts 0, want at least 1"},
+		{[]middleware.RetryOption{middleware.WithMinDelay(time.Second), middleware.WithMaxDelay(time.Millisecond)},
+			"mutex: invalid argument: retry max delay 1ms below min delay 1s"},
+		{[]middleware.RetryOption{middleware.WithRetryIf(nil)},
+			"mutex: invalid argument: nil predicate for retry"},
+		{[]middleware.RetryOption{nil},
+			"mutex: invalid argument: nil option for retry"},
+	} {
+		_, err := middleware.Retry(tc.opts...)(m).Check(t.Context(), "k")
+		require.EqualError(t, err, tc.want)
+	}
+	_, err := middleware.Retry()(nil).Lock(t.Context(), "k")
+	require.EqualError(t, err, "mutex: invalid argument: nil Locker for retry")
+
+	refused := fmt.Errorf("acquire: %w", syscall.ECONNREFUSED)
+	_, mw := record(func(int) error { return refused })
+	_, err = middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithAttempts(2))...), mw).TryLock(t.Context(), "k")
+	require.EqualError(t, err, "retry: gave up after 2 attempts: acquire: "+syscall.ECONNREFUSED.Error())
 }

@@ -306,3 +306,36 @@ func TestRunLockedFallbackInterval(t *testing.T) {
 	})
 	require.NoError(t, err)
 }
+
+// TestRunLockedErrorText checks that only the sentinel carries the package
+// prefix: bad input reads "mutex: invalid argument: <detail>", and the
+// cause of a lost lease adds only "lease lost".
+func TestRunLockedErrorText(t *testing.T) {
+	m, _, cfg := wlSetup(t, 600*time.Millisecond)
+	fn := func(context.Context) error { return nil }
+	require.EqualError(t, mutex.WithLock(t.Context(), nil, "k", fn), "mutex: invalid argument: nil Locker for WithLock")
+	require.EqualError(t, mutex.RunLocked(t.Context(), m, nil, fn), "mutex: invalid argument: nil Lease for RunLocked")
+
+	direct := redistest.Shared(t).Client(t)
+	err := mutex.WithLock(t.Context(), m, "k", func(ctx context.Context) error {
+		keys := wlKeys(t, cfg)
+		require.Len(t, keys, 1)
+		require.NoError(t, direct.Set(context.Background(), keys[0], "intruder:1", time.Minute).Err())
+		<-ctx.Done()
+		cause := context.Cause(ctx)
+		require.ErrorIs(t, cause, mutex.ErrNotHeld)
+		msg := cause.Error()
+		assert.True(t, strings.HasPrefix(msg, "lease lost: mutex: lock not held: "), "%s", msg)
+		assert.Equal(t, 1, strings.Count(msg, "mutex:"), "%s", msg)
+		return nil
+	})
+	require.ErrorIs(t, err, mutex.ErrNotHeld)
+	keys := wlKeys(t, cfg)
+	require.Len(t, keys, 1)
+	require.NoError(t, direct.Del(context.Background(), keys...).Err())
+
+	lease, err := m.TryLock(t.Context(), "k")
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(t.Context()))
+	require.EqualError(t, mutex.RunLocked(t.Context(), m, lease, fn), "run locked: mutex: lease released")
+}

@@ -10,8 +10,9 @@
 //
 // where m is a *mutex.Mutex. Renewals made by AutoExtend in the background
 // are not Extend calls of this layer: a failed one shows as a lost lease.
-// Decorated leases implement mutex.Unwrapper, and pass through Deadline and
-// mutex.AutoExtender when the inner lease has them.
+// Decorated leases implement mutex.Unwrapper, through which mutex.Deadline
+// and mutex.IsAutoExtended find the validity deadline and the background
+// extension of the inner leases.
 //
 // The decorated Locker and its leases return the errors of the inner ones
 // unchanged, so errors.Is works as documented by package mutex.

@@ -13,7 +13,8 @@ import (
 	"github.com/distlock/distlock/mutex"
 )
 
-// lease decorates a lease of the inner Locker.
+// lease decorates a lease of the inner Locker. The optional methods of the
+// inner lease, Deadline and AutoExtended, are reached through Unwrap.
 type lease struct {
 	inner   mutex.Lease
 	ins     *instruments
@@ -27,30 +28,9 @@ type lease struct {
 	ended   bool        // the end was recorded
 }
 
-// The optional methods a lease may have, passed through when the inner
-// lease has them.
-type deadliner interface{ Deadline() time.Time }
-
-type leaseDeadline struct{ *lease }
-
-func (l leaseDeadline) Deadline() time.Time { return l.inner.(deadliner).Deadline() }
-
-type leaseAuto struct{ *lease }
-
-func (l leaseAuto) AutoExtended() bool { return l.inner.(mutex.AutoExtender).AutoExtended() }
-
-type leaseDeadlineAuto struct{ *lease }
-
-func (l leaseDeadlineAuto) Deadline() time.Time { return l.inner.(deadliner).Deadline() }
-func (l leaseDeadlineAuto) AutoExtended() bool  { return l.inner.(mutex.AutoExtender).AutoExtended() }
-
 var (
-	_ mutex.Lease        = (*lease)(nil)
-	_ mutex.Unwrapper    = (*lease)(nil)
-	_ deadliner          = leaseDeadline{}
-	_ mutex.AutoExtender = leaseAuto{}
-	_ deadliner          = leaseDeadlineAuto{}
-	_ mutex.AutoExtender = leaseDeadlineAuto{}
+	_ mutex.Lease     = (*lease)(nil)
+	_ mutex.Unwrapper = (*lease)(nil)
 )
 
 // watchDelay is how long after the grant a goroutine starts watching a
@@ -84,20 +64,11 @@ func (ins *instruments) wrap(inner mutex.Lease, caller trace.Span, sc trace.Span
 			l.finish()
 		})
 	}
-	_, dl := inner.(deadliner)
-	_, ae := inner.(mutex.AutoExtender)
-	switch {
-	case dl && ae:
-		return leaseDeadlineAuto{l}
-	case dl:
-		return leaseDeadline{l}
-	case ae:
-		return leaseAuto{l}
-	}
 	return l
 }
 
-// Unwrap returns the decorated lease.
+// Unwrap returns the decorated lease, through which mutex.Deadline and
+// mutex.IsAutoExtended find what the inner leases report.
 func (l *lease) Unwrap() mutex.Lease { return l.inner }
 
 func (l *lease) Keys() []string        { return l.inner.Keys() }

@@ -441,12 +441,10 @@ func TestLeasePassesThrough(t *testing.T) {
 	assert.Equal(t, inner.Fence(), lease.Fence())
 	assert.Equal(t, inner.Done(), lease.Done())
 
-	type deadliner interface{ Deadline() time.Time }
-	d, ok := lease.(deadliner)
-	require.True(t, ok, "Deadline of the core lease is passed through")
-	assert.Equal(t, inner.(deadliner).Deadline(), d.Deadline())
-	_, ok = lease.(interface{ AutoExtended() bool })
-	assert.False(t, ok, "the core lease has no AutoExtended")
+	d, ok := mutex.Deadline(lease)
+	require.True(t, ok, "the Deadline of the core lease is found through Unwrap")
+	assert.Equal(t, inner.(mutex.Deadliner).Deadline(), d)
+	assert.False(t, mutex.IsAutoExtended(lease), "the core lease is not auto-extended")
 
 	// The core recognises its lease behind the decorator.
 	_, err = h.l.TryLock(mutex.ContextWithLease(t.Context(), h.l, lease), k)
@@ -459,10 +457,8 @@ func TestAutoExtendedPassesThrough(t *testing.T) {
 	lease, err := l.Lock(t.Context(), key(t, "a"))
 	require.NoError(t, err)
 	defer func() { require.NoError(t, lease.Unlock(t.Context())) }()
-	ae, ok := lease.(interface{ AutoExtended() bool })
-	require.True(t, ok)
-	assert.True(t, ae.AutoExtended())
-	_, ok = lease.(interface{ Deadline() time.Time })
+	assert.True(t, mutex.IsAutoExtended(lease), "AutoExtended is found through Unwrap")
+	_, ok := mutex.Deadline(lease)
 	assert.False(t, ok, "the inner lease has no Deadline")
 }
 
@@ -567,9 +563,7 @@ func TestInChainWithAutoExtend(t *testing.T) {
 	k := key(t, "a")
 	lease, err := l.Lock(t.Context(), k)
 	require.NoError(t, err)
-	ae, ok := lease.(mutex.AutoExtender)
-	require.True(t, ok, "AutoExtended is passed through")
-	assert.True(t, ae.AutoExtended())
+	assert.True(t, mutex.IsAutoExtended(lease), "AutoExtended is found through Unwrap")
 
 	// Another owner takes the key: the next background renewal finds it
 	// gone, which ends the lease, and the loss is recorded.

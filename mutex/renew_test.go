@@ -1,0 +1,224 @@
+package mutex_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/mutex"
+)
+
+// clientConfigs are the go-redis client settings that fault tests run
+// with: the defaults, retries off, and context deadlines honoured.
+var clientConfigs = []struct {
+	name string
+	mod  func(*redis.Options)
+}{
+	{"default options", func(*redis.Options) {}},
+	{"retries off", func(o *redis.Options) { o.MaxRetries = -1 }},
+	{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
+}
+
+func ExampleRenewer() {
+	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	defer client.Close()
+	m, err := mutex.New(client, mutex.Config{Prefix: "example-renewer", TTL: time.Second})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+
+	// A Renewer of its own; RunLocked and WithLock use mutex.DefaultRenewer.
+	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
+	if err != nil {
+		panic(err)
+	}
+	defer r.Close()
+	lease, err := m.TryLock(ctx, "report")
+	if err != nil {
+		panic(err)
+	}
+	// Extend when less than 500ms of validity is left.
+	renewal, err := r.Renew(lease, mutex.RenewPolicy{Threshold: 500 * time.Millisecond})
+	if err != nil {
+		panic(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // longer than the TTL
+	fmt.Println("still held:", lease.Err() == nil)
+
+	renewal.Stop()
+	if err := lease.Unlock(ctx); err != nil {
+		panic(err)
+	}
+	fmt.Println(lease.Err())
+	// Output:
+	// still held: true
+	// mutex: lease released
+}
+
+func TestRenewRunLockedThroughDefaultRenewer(t *testing.T) {
+	m, other, cfg := wlSetup(t, 600*time.Millisecond)
+	r := mutex.DefaultRenewer()
+	before := r.Stats()
+	err := mutex.WithLock(t.Context(), m, "k", func(ctx context.Context) error {
+		assert.Equal(t, before.Leases+1, r.Stats().Leases)
+		// Three renewals at a third of the validity each span more than the
+		// TTL.
+		require.Eventually(t, func() bool { return r.Stats().Renewals >= before.Renewals+3 },
+			10*time.Second, time.Millisecond)
+		_, err := other.TryLock(ctx, "k")
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		return ctx.Err()
+	})
+	require.NoError(t, err)
+	assert.Equal(t, before.Leases, r.Stats().Leases, "the renewal stopped with fn")
+	assert.Empty(t, wlKeys(t, cfg))
+}
+
+func TestRenewerOwnLeases(t *testing.T) {
+	m, other, cfg := wlSetup(t, 600*time.Millisecond)
+	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+	lease, err := m.TryLock(t.Context(), "k")
+	require.NoError(t, err)
+	renewal, err := r.Renew(lease, mutex.RenewPolicy{Interval: 100 * time.Millisecond})
+	require.NoError(t, err)
+	assert.Equal(t, 1, r.Stats().Leases)
+	require.Eventually(t, func() bool { return r.Stats().Renewals >= 10 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, lease.Err(), "held past its TTL")
+	_, err = other.TryLock(t.Context(), "k")
+	require.ErrorIs(t, err, mutex.ErrNotObtained)
+
+	renewal.Stop()
+	renewal.Stop()
+	assert.Equal(t, 0, r.Stats().Leases)
+	<-lease.Done()
+	require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld, "no longer renewed, the lease runs out")
+	require.Eventually(t, func() bool { return len(wlKeys(t, cfg)) == 0 }, 10*time.Second, 10*time.Millisecond)
+}
+
+func TestRenewerBadInput(t *testing.T) {
+	m, _, _ := wlSetup(t, 0)
+	_, err := mutex.NewRenewer(mutex.RenewerConfig{Workers: -1})
+	require.ErrorIs(t, err, mutex.ErrInvalid)
+	assert.True(t, strings.HasPrefix(err.Error(), "mutex: invalid argument: negative value in renewer config"), "%v", err)
+
+	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
+	require.NoError(t, err)
+	_, err = r.Renew(nil, mutex.RenewPolicy{})
+	require.EqualError(t, err, "mutex: invalid argument: nil Lease to renew")
+	lease, err := m.TryLock(t.Context(), "k")
+	require.NoError(t, err)
+	defer lease.Unlock(context.Background())
+	_, err = r.Renew(lease, mutex.RenewPolicy{Interval: -time.Second})
+	require.EqualError(t, err, "mutex: invalid argument: renew interval -1s, want >= 0")
+	_, err = r.Renew(lease, mutex.RenewPolicy{Threshold: -time.Second})
+	require.EqualError(t, err, "mutex: invalid argument: renew threshold -1s, want >= 0")
+	assert.Equal(t, 0, r.Stats().Leases)
+
+	require.NoError(t, r.Err())
+	require.NoError(t, r.Close())
+	require.NoError(t, r.Close())
+	require.EqualError(t, r.Err(), "renew: mutex: closed")
+	_, err = r.Renew(lease, mutex.RenewPolicy{})
+	require.ErrorIs(t, err, mutex.ErrClosed)
+
+	d := mutex.DefaultRenewer()
+	require.ErrorIs(t, d.Close(), mutex.ErrInvalid)
+	require.NoError(t, d.Err(), "the process-wide Renewer stays open")
+}
+
+// stallHook signals when the client starts a command after on is set.
+type stallHook struct {
+	on      atomic.Bool
+	started chan struct{}
+	once    sync.Once
+}
+
+func (h *stallHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *stallHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.on.Load() {
+			h.once.Do(func() { close(h.started) })
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *stallHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.on.Load() {
+			h.once.Do(func() { close(h.started) })
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRenewRunLockedDoesNotWaitForStalledRenewal stalls the connection of an
+// extension in flight when fn returns. RunLocked must unlock at once on
+// another connection rather than wait for the extension.
+func TestRenewRunLockedDoesNotWaitForStalledRenewal(t *testing.T) {
+	for _, cc := range clientConfigs {
+		t.Run(cc.name, func(t *testing.T) {
+			srv := redistest.Shared(t)
+			proxy := redistest.NewProxy(t, srv.Addr())
+			// Connections dialled before the stall go through the proxy;
+			// later ones go straight to the server.
+			stalled := &stallHook{started: make(chan struct{})}
+			c := srv.Client(t, cc.mod, func(o *redis.Options) {
+				o.Dialer = func(ctx context.Context, network, _ string) (net.Conn, error) {
+					addr := proxy.Addr()
+					if stalled.on.Load() {
+						addr = srv.Addr()
+					}
+					var d net.Dialer
+					return d.DialContext(ctx, network, addr)
+				}
+			})
+			c.AddHook(stalled)
+			cfg := mutex.Config{Prefix: prefix(t), TTL: time.Second}
+			m, err := mutex.New(c, cfg)
+			require.NoError(t, err)
+			t.Cleanup(func() { m.Close() })
+			r := mutex.DefaultRenewer()
+			before := r.Stats().Renewals
+
+			var returned time.Time
+			err = mutex.WithLock(t.Context(), m, "k", func(ctx context.Context) error {
+				require.Eventually(t, func() bool { return r.Stats().Renewals > before },
+					10*time.Second, time.Millisecond)
+				require.Equal(t, uint32(1), c.PoolStats().TotalConns, "one pooled connection, through the proxy")
+				stalled.on.Store(true)
+				proxy.Pause()
+				select {
+				case <-stalled.started: // the next extension
+				case <-time.After(10 * time.Second):
+					t.Fatal("no extension started")
+				}
+				// It has taken the only connection, which stalls.
+				require.Eventually(t, func() bool { return c.PoolStats().IdleConns == 0 },
+					10*time.Second, time.Millisecond)
+				returned = time.Now()
+				return nil
+			})
+			elapsed := time.Since(returned)
+			proxy.Resume()
+			require.NoError(t, err)
+			assert.Less(t, elapsed, 200*time.Millisecond, "RunLocked waited for the extension in flight")
+			assert.Empty(t, keysLeft(t, srv.Client(t), cfg.Prefix))
+		})
+	}
+}
