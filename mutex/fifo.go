@@ -143,9 +143,9 @@ func (f *fifo) release(ctx context.Context, l *lease) (int, bool, error) {
 	for _, k := range l.rkeys {
 		keys = append(keys, k, queueKey(k))
 	}
-	cmd, resent := runCounted(ctx, f.m.client, fifoReleaseScript, keys, l.value, l.fence, l.young(), f.wakeBase, fifoLivenessMS)
+	cmd, sends := runCounted(ctx, f.m.client, fifoReleaseScript, keys, l.value, l.fence, l.young(), f.wakeBase, fifoLivenessMS)
 	n, err := cmd.Int()
-	return n, resent, err
+	return n, sends > 1, err
 }
 
 func (f *fifo) tryLock(ctx context.Context, keys, rkeys []string) (Lease, error) {
@@ -174,9 +174,10 @@ func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try
 		onlyTry = "1"
 	}
 	start := time.Now()
-	res, err := fifoLockScript.Run(ctx, f.m.client, fifoKeys(rkeys, token), token, f.m.ttlMS, fifoQueueTTLMS, onlyTry).Slice()
+	cmd, sends := runCounted(ctx, f.m.client, fifoLockScript, fifoKeys(rkeys, token), token, f.m.ttlMS, fifoQueueTTLMS, onlyTry)
+	res, err := cmd.Slice()
 	if err != nil {
-		f.leave(rkeys, token, !isRedisReply(err))
+		f.failed(rkeys, token, sends, err)
 		return nil, nil, err
 	}
 	return f.m.grantOrBlocked(res, keys, rkeys, token, start)
@@ -186,9 +187,10 @@ func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try
 // queues. lost reports that the waiter is no longer queued.
 func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l *lease, lost bool, err error) {
 	start := time.Now()
-	res, err := fifoClaimScript.Run(ctx, f.m.client, fifoKeys(rkeys, token), token, f.m.ttlMS).Slice()
+	cmd, sends := runCounted(ctx, f.m.client, fifoClaimScript, fifoKeys(rkeys, token), token, f.m.ttlMS)
+	res, err := cmd.Slice()
 	if err != nil {
-		f.leave(rkeys, token, !isRedisReply(err))
+		f.failed(rkeys, token, sends, err)
 		return nil, false, err
 	}
 	if code, _ := res[0].(int64); code == -1 {
@@ -196,6 +198,13 @@ func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l
 	}
 	l, _, err = f.m.grantOrBlocked(res, keys, rkeys, token, start)
 	return l, false, err
+}
+
+// failed cleans up after a request of token that failed with err after
+// sends writes to Redis: the token leaves its queues, revoked if the
+// request may have run without its reply arriving.
+func (f *fifo) failed(rkeys []string, token string, sends int32, err error) {
+	f.leave(rkeys, token, sends > 0 && !isRedisReply(err))
 }
 
 // leave removes token from the queues of rkeys in the background, and

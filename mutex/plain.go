@@ -122,9 +122,10 @@ func (p *plain) attempt(ctx context.Context, keys, rkeys []string) (*lease, *Not
 	copy(akeys, rkeys)
 	akeys = append(akeys, markerKey(rkeys[0], token))
 	start := time.Now()
-	res, err := acquireScript.Run(ctx, m.client, akeys, token, m.ttlMS).Slice()
+	cmd, sends := runCounted(ctx, m.client, acquireScript, akeys, token, m.ttlMS)
+	res, err := cmd.Slice()
 	if err != nil {
-		if !isRedisReply(err) {
+		if sends > 0 && !isRedisReply(err) {
 			// The script may have run without its reply reaching us.
 			m.releaseUnknown(rkeys, token)
 		}
@@ -388,7 +389,7 @@ func (p *plain) check(ctx context.Context, rkeys []string) (int64, error) {
 
 // release runs the release script for l.
 func (p *plain) release(ctx context.Context, l *lease) (int, bool, error) {
-	cmd, resent := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young())
+	cmd, sends := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young())
 	n, err := cmd.Int()
-	return n, resent, err
+	return n, sends > 1, err
 }

@@ -63,12 +63,11 @@ func (c *sendCounter) MarshalBinary() ([]byte, error) {
 // String is what go-redis shows of the argument in logs and traces.
 func (c *sendCounter) String() string { return "-" }
 
-// resent reports whether the command may have been sent more than once.
-func (c *sendCounter) resent() bool { return c.n.Load() > 1 }
-
-// runCounted runs script like redis.Script.Run and reports whether the
-// call that produced the reply may have been sent more than once.
-func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) (*redis.Cmd, bool) {
+// runCounted runs script like redis.Script.Run and reports how often the
+// call that produced the reply was written to Redis: never, for a request
+// that failed before it was sent (no connection, say), or more than once,
+// when go-redis sent it again after losing a reply.
+func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) (*redis.Cmd, int32) {
 	sc := new(sendCounter)
 	cmd := s.EvalSha(ctx, c, keys, append(args, sc)...)
 	if isNoScript(cmd.Err()) {
@@ -76,5 +75,5 @@ func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []s
 		sc = new(sendCounter)
 		cmd = s.Eval(ctx, c, keys, append(args, sc)...)
 	}
-	return cmd, sc.resent()
+	return cmd, sc.n.Load()
 }
