@@ -451,15 +451,15 @@ func (badLocker) TryLock(context.Context, ...string) (mutex.Lease, error) {
 
 func TestWaitBudgetEndsDuringRedisCall(t *testing.T) {
 	srv := redistest.Shared(t)
-	for _, tc := range clientOptions {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range redistest.FaultConfigs {
+		t.Run(tc.Name, func(t *testing.T) {
 			t.Parallel()
 			holder := newMutex(t, srv, mutex.Config{})
 			held, err := holder.TryLock(t.Context(), "a")
 			require.NoError(t, err)
 			t.Cleanup(func() { held.Unlock(context.Background()) })
 
-			m, p := newProxiedMutex(t, srv, mutex.Config{}, tc.mod)
+			m, p := newProxiedMutex(t, srv, mutex.Config{}, tc.Mod)
 			var log errLog
 			var ran atomic.Bool
 			c := serve(t, &health{check: func(context.Context, *healthpb.HealthCheckRequest) error {

@@ -48,32 +48,14 @@ func noRetry(o *redis.Options) {
 // stalls a Redis call in flight rather than a dial.
 func newProxiedMutex(t testing.TB, srv *redistest.Server, cfg mutex.Config, mods ...func(*redis.Options)) (*mutex.Mutex, *redistest.Proxy) {
 	t.Helper()
+	client, p := redistest.ProxiedClient(t, srv, mods...)
 	if cfg.Prefix == "" {
 		cfg.Prefix = prefix(t)
 	}
-	p := redistest.NewProxy(t, srv.Addr())
-	opt := &redis.Options{Addr: p.Addr()}
-	for _, mod := range mods {
-		mod(opt)
-	}
-	client := redis.NewClient(opt)
-	t.Cleanup(func() { client.Close() })
-	require.NoError(t, client.Ping(t.Context()).Err())
 	m, err := mutex.New(client, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m, p
-}
-
-// clientOptions are the go-redis configurations that the tests of a slow
-// Redis run with.
-var clientOptions = []struct {
-	name string
-	mod  func(*redis.Options)
-}{
-	{"default options", func(*redis.Options) {}},
-	{"no retries", func(o *redis.Options) { o.MaxRetries = -1 }},
-	{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
 }
 
 // prefix returns a key prefix unique to the test.

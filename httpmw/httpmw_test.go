@@ -554,15 +554,15 @@ func TestLeaseExtendedWhileHandlerRuns(t *testing.T) {
 
 func TestWaitBudgetEndsDuringRedisCall(t *testing.T) {
 	srv := redistest.Shared(t)
-	for _, tc := range clientOptions {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range redistest.FaultConfigs {
+		t.Run(tc.Name, func(t *testing.T) {
 			t.Parallel()
 			holder := newMutex(t, srv, mutex.Config{})
 			held, err := holder.TryLock(t.Context(), "k")
 			require.NoError(t, err)
 			t.Cleanup(func() { held.Unlock(context.Background()) })
 
-			m, p := newProxiedMutex(t, srv, mutex.Config{}, tc.mod)
+			m, p := newProxiedMutex(t, srv, mutex.Config{}, tc.Mod)
 			var log errLog
 			var ran atomic.Bool
 			h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran.Store(true) })

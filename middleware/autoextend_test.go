@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -392,57 +390,19 @@ func isDone(l mutex.Lease) bool {
 	}
 }
 
-// firstCommandHook signals when the client starts a command after on is
-// set.
-type firstCommandHook struct {
-	on      atomic.Bool
-	started chan struct{}
-	once    sync.Once
-}
-
-func (h *firstCommandHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *firstCommandHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if h.on.Load() {
-			h.once.Do(func() { close(h.started) })
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *firstCommandHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if h.on.Load() {
-			h.once.Do(func() { close(h.started) })
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // TestAutoExtendUnlockHonoursContext stalls the connection of a renewal in
 // flight and unlocks meanwhile with a 200ms context. Unlock must not wait
 // for the renewal: it releases the keys on another connection at once, and
 // the renewal, once it reaches Redis, changes nothing.
 func TestAutoExtendUnlockHonoursContext(t *testing.T) {
-	for _, cc := range clientConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+	for _, cc := range redistest.FaultConfigs {
+		t.Run(cc.Name, func(t *testing.T) {
 			srv := redistest.Shared(t)
 			proxy := redistest.NewProxy(t, srv.Addr())
 			// Connections dialled before the stall go through the proxy;
 			// later ones go straight to the server.
-			stalled := &firstCommandHook{started: make(chan struct{})}
-			c := srv.Client(t, cc.mod, func(o *redis.Options) {
-				o.Dialer = func(ctx context.Context, network, _ string) (net.Conn, error) {
-					addr := proxy.Addr()
-					if stalled.on.Load() {
-						addr = srv.Addr()
-					}
-					var d net.Dialer
-					return d.DialContext(ctx, network, addr)
-				}
-			})
-			c.AddHook(stalled)
+			stalled := redistest.NewDetour(proxy, srv.Addr())
+			c := stalled.Client(t, srv, cc.Mod)
 			cfg := mutex.Config{Prefix: prefix(t), TTL: time.Second}
 			m := newMutex(t, c, cfg)
 			s := newScheduler(t, middleware.SchedulerConfig{})
@@ -452,11 +412,11 @@ func TestAutoExtendUnlockHonoursContext(t *testing.T) {
 			waitRenewals(t, s, 1)
 			require.Equal(t, uint32(1), c.PoolStats().TotalConns, "one pooled connection, through the proxy")
 
-			stalled.on.Store(true)
+			stalled.Bypass()
 			proxy.Pause()
 			defer proxy.Resume()
 			select {
-			case <-stalled.started: // the next renewal
+			case <-stalled.Started(): // the next renewal
 			case <-time.After(10 * time.Second):
 				t.Fatal("no renewal started")
 			}

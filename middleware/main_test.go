@@ -134,14 +134,3 @@ func (r *recorder) Check(ctx context.Context, keys ...string) (mutex.Status, err
 	defer r.done()
 	return r.next.Check(ctx, keys...)
 }
-
-// clientConfigs are the go-redis client settings that fault tests run
-// with: the defaults, retries off, and context deadlines honoured.
-var clientConfigs = []struct {
-	name string
-	mod  func(*redis.Options)
-}{
-	{"default options", func(*redis.Options) {}},
-	{"retries off", func(o *redis.Options) { o.MaxRetries = -1 }},
-	{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
-}

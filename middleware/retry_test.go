@@ -95,9 +95,9 @@ func TestIsTransient(t *testing.T) {
 // redis.ErrPoolExhausted. IsTransient calls that transient, so Retry tries
 // again and succeeds once the connection is back.
 func TestRetryPoolExhausted(t *testing.T) {
-	for _, cc := range clientConfigs {
-		t.Run(cc.name, func(t *testing.T) {
-			c := redistest.Shared(t).Client(t, cc.mod, func(o *redis.Options) { o.MaxActiveConns = 1 })
+	for _, cc := range redistest.FaultConfigs {
+		t.Run(cc.Name, func(t *testing.T) {
+			c := redistest.Shared(t).Client(t, cc.Mod, func(o *redis.Options) { o.MaxActiveConns = 1 })
 			m := newMutex(t, c, mutex.Config{Prefix: prefix(t)})
 			held := c.Conn()
 			require.NoError(t, held.Ping(t.Context()).Err())

@@ -523,13 +523,8 @@ func (f *fifo) message(channel, payload string) {
 }
 
 func (f *fifo) subscribedLocked(channel string) {
-	if channel != f.wakeChannel {
-		return
-	}
-	select {
-	case <-f.wakeReady:
-	default:
-		close(f.wakeReady)
+	if channel == f.wakeChannel {
+		closeOnce(f.wakeReady)
 	}
 }
 

@@ -367,11 +367,16 @@ func (p *plain) message(key, _ string) {
 
 func (p *plain) subscribedLocked(channel string) {
 	if q := p.queues[channel]; q != nil {
-		select {
-		case <-q.ready:
-		default:
-			close(q.ready)
-		}
+		closeOnce(q.ready)
+	}
+}
+
+// closeOnce closes ch unless it is closed. Its closers must hold one lock.
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 // that is still being added.
 func TestCloseWhileFIFOWaitersAreCancelled(t *testing.T) {
 	for _, cc := range retryConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+		t.Run(cc.Name, func(t *testing.T) {
 			srv := redistest.Shared(t)
 			cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
 			holder := newMutex(t, srv, cfg)
@@ -29,7 +29,7 @@ func TestCloseWhileFIFOWaitersAreCancelled(t *testing.T) {
 
 			const rounds, waiters = 40, 20
 			for round := range rounds {
-				m, err := mutex.New(srv.Client(t, cc.mod), cfg)
+				m, err := mutex.New(srv.Client(t, cc.Mod), cfg)
 				require.NoError(t, err)
 				var wg sync.WaitGroup
 				for range waiters {

@@ -22,10 +22,10 @@ func TestLeaseErrIsSetOncePastDeadline(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	for _, fifo := range []bool{false, true} {
 		for _, cc := range retryConfigs {
-			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.Name), func(t *testing.T) {
 				srv := redistest.Shared(t)
 				cfg := mutex.Config{Prefix: prefix(t), TTL: 100 * time.Millisecond, FIFO: fifo}
-				m := newMutexOn(t, srv.Client(t, cc.mod), cfg)
+				m := newMutexOn(t, srv.Client(t, cc.Mod), cfg)
 				const leases = 20
 				stale := 0
 				for i := range leases {
@@ -62,11 +62,11 @@ func TestLeaseGrantedAfterItsValidityIsNotReturned(t *testing.T) {
 	for _, fifo := range []bool{false, true} {
 		for _, cc := range retryConfigs {
 			for _, op := range ops {
-				t.Run(fmt.Sprintf("fifo=%v/%s/%s", fifo, cc.name, op.name), func(t *testing.T) {
+				t.Run(fmt.Sprintf("fifo=%v/%s/%s", fifo, cc.Name, op.name), func(t *testing.T) {
 					t.Parallel()
 					srv := redistest.Start(t)
 					cfg := mutex.Config{Prefix: prefix(t), TTL: 100 * time.Millisecond, FIFO: fifo}
-					m := newMutexOn(t, srv.Client(t, cc.mod), cfg)
+					m := newMutexOn(t, srv.Client(t, cc.Mod), cfg)
 					warm := must[mutex.Lease](t)(m.TryLock(t.Context(), "w"))
 					require.NoError(t, warm.Unlock(t.Context()))
 

@@ -20,13 +20,13 @@ import (
 func TestFIFORenewalWithTenThousandWaiters(t *testing.T) {
 	const waiters = 10000
 	for _, cc := range retryConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+		t.Run(cc.Name, func(t *testing.T) {
 			srv := redistest.Start(t)
 			direct := srv.Client(t)
 			cfg := mutex.Config{Prefix: prefix(t), TTL: 20 * time.Second, FIFO: true}
 			// Ten thousand Lock calls at once wait for the client's pool
 			// longer than its default PoolTimeout on a loaded machine.
-			m := newMutexOn(t, srv.Client(t, cc.mod, func(o *redis.Options) { o.PoolTimeout = time.Minute }), cfg)
+			m := newMutexOn(t, srv.Client(t, cc.Mod, func(o *redis.Options) { o.PoolTimeout = time.Minute }), cfg)
 			holder := newMutex(t, srv, cfg)
 			outsider := newMutex(t, srv, cfg)
 			held := must[mutex.Lease](t)(holder.Lock(t.Context(), "k"))
@@ -85,13 +85,13 @@ func TestFIFORenewalWithTenThousandWaiters(t *testing.T) {
 // gets later has a greater fence.
 func TestFIFOStaleHandoverMessageGrantsNothing(t *testing.T) {
 	for _, cc := range retryConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+		t.Run(cc.Name, func(t *testing.T) {
 			srv := redistest.Shared(t)
 			direct := srv.Client(t)
 			p := newFaultProxy(t, srv.Addr())
 			cfg := mutex.Config{Prefix: prefix(t), TTL: 5 * time.Second, FIFO: true}
 			a := newMutex(t, srv, cfg)
-			b := newMutexOn(t, p.client(t, cc.mod), cfg)
+			b := newMutexOn(t, p.client(t, cc.Mod), cfg)
 			c := newMutex(t, srv, cfg)
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()

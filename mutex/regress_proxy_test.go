@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
 )
 
@@ -481,19 +482,9 @@ func lockKey(prefix, key string) string { return prefix + ":{" + key + "}" }
 // fifoQueueKey is the Redis key of the FIFO queue of key.
 func fifoQueueKey(prefix, key string) string { return lockKey(prefix, key) + ":q" }
 
-// clientConfig is one of the go-redis client configurations every scenario
-// runs with.
-type clientConfig struct {
-	name string
-	mod  func(*redis.Options)
-}
-
 // retryConfigs are go-redis's defaults (automatic retries on) and the
 // defaults with retries off.
-var retryConfigs = []clientConfig{
-	{"default", func(*redis.Options) {}},
-	{"noretries", func(o *redis.Options) { o.MaxRetries = -1 }},
-}
+var retryConfigs = []redistest.ClientConfig{redistest.Defaults, redistest.NoRetries}
 
 // newMutexOn returns a Mutex on c, closed at cleanup.
 func newMutexOn(t testing.TB, c redis.UniversalClient, cfg mutex.Config) *mutex.Mutex {

@@ -41,12 +41,12 @@ func tryLockWithin(t *testing.T, m *mutex.Mutex, key string, d time.Duration) bo
 // keep its key held until the TTL runs out once Redis can be reached again.
 func TestAcquireRunAfterLongOutageIsReleased(t *testing.T) {
 	for _, cc := range retryConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+		t.Run(cc.Name, func(t *testing.T) {
 			t.Parallel()
 			srv := redistest.Start(t)
 			p := newFaultProxy(t, srv.Addr())
 			cfg := mutex.Config{Prefix: prefix(t), TTL: 3 * time.Second}
-			m := newMutexOn(t, p.client(t, cc.mod), cfg)
+			m := newMutexOn(t, p.client(t, cc.Mod), cfg)
 			other := newMutex(t, srv, cfg)
 			warm := must[mutex.Lease](t)(m.TryLock(t.Context(), "w"))
 			require.NoError(t, warm.Unlock(t.Context()))
@@ -94,12 +94,12 @@ func TestAcquireRunAfterLongOutageIsReleased(t *testing.T) {
 func TestLateAcquireAfterBackgroundReleaseIsReleased(t *testing.T) {
 	for _, fifo := range []bool{false, true} {
 		for _, cc := range retryConfigs {
-			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.Name), func(t *testing.T) {
 				t.Parallel()
 				srv := redistest.Start(t)
 				p := newFaultProxy(t, srv.Addr())
 				cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: fifo}
-				m := newMutexOn(t, p.client(t, cc.mod), cfg)
+				m := newMutexOn(t, p.client(t, cc.Mod), cfg)
 				other := newMutex(t, srv, cfg)
 				warm := must[mutex.Lease](t)(m.TryLock(t.Context(), "w"))
 				require.NoError(t, warm.Unlock(t.Context()))

@@ -19,10 +19,10 @@ import (
 // Mutex that also wants the key but waits for another, held key.
 func TestLockOfFreeKeyDoesNotWaitBehindLockOfHeldKey(t *testing.T) {
 	for _, cc := range retryConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+		t.Run(cc.Name, func(t *testing.T) {
 			srv := redistest.Shared(t)
 			cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second}
-			m := newMutexOn(t, srv.Client(t, cc.mod), cfg)
+			m := newMutexOn(t, srv.Client(t, cc.Mod), cfg)
 			other := newMutex(t, srv, cfg)
 			hot := must[mutex.Lease](t)(other.Lock(t.Context(), "hot"))
 			defer hot.Unlock(context.Background())
@@ -51,7 +51,7 @@ func TestLockOfFreeKeyDoesNotWaitBehindLockOfHeldKey(t *testing.T) {
 // (A TryLock does not wait: its failed call is reported as such.)
 func TestWaitBudgetEndingDuringRedisCallIsNotObtained(t *testing.T) {
 	clients := append(retryConfigs[:len(retryConfigs):len(retryConfigs)],
-		clientConfig{"contexttimeout", func(o *redis.Options) { o.ContextTimeoutEnabled = true }})
+		redistest.ContextTimeouts)
 	ops := []struct {
 		name string
 		call func(*mutex.Mutex, context.Context, ...string) (mutex.Lease, error)
@@ -61,12 +61,12 @@ func TestWaitBudgetEndingDuringRedisCallIsNotObtained(t *testing.T) {
 	for _, fifo := range []bool{false, true} {
 		for _, cc := range clients {
 			for _, op := range ops {
-				t.Run(fmt.Sprintf("fifo=%v/%s/%s", fifo, cc.name, op.name), func(t *testing.T) {
+				t.Run(fmt.Sprintf("fifo=%v/%s/%s", fifo, cc.Name, op.name), func(t *testing.T) {
 					t.Parallel()
 					srv := redistest.Shared(t)
 					proxy := redistest.NewProxy(t, srv.Addr())
 					cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: fifo}
-					m := newMutexOn(t, srv.Client(t, cc.mod, func(o *redis.Options) { o.Addr = proxy.Addr() }), cfg)
+					m := newMutexOn(t, srv.Client(t, cc.Mod, func(o *redis.Options) { o.Addr = proxy.Addr() }), cfg)
 					other := newMutex(t, srv, cfg)
 					held := must[mutex.Lease](t)(other.Lock(t.Context(), "k"))
 					defer held.Unlock(context.Background())
@@ -98,13 +98,13 @@ func TestWaitBudgetEndingDuringRedisCallIsNotObtained(t *testing.T) {
 func TestCloseEndsLockWaitingForSubscription(t *testing.T) {
 	for _, fifo := range []bool{false, true} {
 		for _, cc := range retryConfigs {
-			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.Name), func(t *testing.T) {
 				t.Parallel()
 				srv := redistest.Shared(t)
 				direct := srv.Client(t)
 				p := newFaultProxy(t, srv.Addr())
 				cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: fifo}
-				m := newMutexOn(t, p.client(t, cc.mod), cfg)
+				m := newMutexOn(t, p.client(t, cc.Mod), cfg)
 				other := newMutex(t, srv, cfg)
 				held := must[mutex.Lease](t)(other.Lock(t.Context(), "a"))
 				defer held.Unlock(context.Background())
@@ -153,12 +153,12 @@ func TestCloseEndsLockWaitingForSubscription(t *testing.T) {
 // learning of its release.
 func TestLockAfterLostSubscribeWakesOnRelease(t *testing.T) {
 	for _, cc := range retryConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+		t.Run(cc.Name, func(t *testing.T) {
 			t.Parallel()
 			srv := redistest.Shared(t)
 			p := newFaultProxy(t, srv.Addr())
 			cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second}
-			m := newMutexOn(t, p.client(t, cc.mod), cfg)
+			m := newMutexOn(t, p.client(t, cc.Mod), cfg)
 			other := newMutex(t, srv, cfg)
 			held := must[mutex.Lease](t)(other.Lock(t.Context(), "k"))
 

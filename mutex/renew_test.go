@@ -3,10 +3,7 @@ package mutex_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,17 +14,6 @@ import (
 	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
 )
-
-// clientConfigs are the go-redis client settings that fault tests run
-// with: the defaults, retries off, and context deadlines honoured.
-var clientConfigs = []struct {
-	name string
-	mod  func(*redis.Options)
-}{
-	{"default options", func(*redis.Options) {}},
-	{"retries off", func(o *redis.Options) { o.MaxRetries = -1 }},
-	{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
-}
 
 func ExampleRenewer() {
 	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
@@ -140,55 +126,18 @@ func TestRenewerBadInput(t *testing.T) {
 	require.NoError(t, d.Err(), "the process-wide Renewer stays open")
 }
 
-// stallHook signals when the client starts a command after on is set.
-type stallHook struct {
-	on      atomic.Bool
-	started chan struct{}
-	once    sync.Once
-}
-
-func (h *stallHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *stallHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if h.on.Load() {
-			h.once.Do(func() { close(h.started) })
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *stallHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if h.on.Load() {
-			h.once.Do(func() { close(h.started) })
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // TestRenewRunLockedDoesNotWaitForStalledRenewal stalls the connection of an
 // extension in flight when fn returns. RunLocked must unlock at once on
 // another connection rather than wait for the extension.
 func TestRenewRunLockedDoesNotWaitForStalledRenewal(t *testing.T) {
-	for _, cc := range clientConfigs {
-		t.Run(cc.name, func(t *testing.T) {
+	for _, cc := range redistest.FaultConfigs {
+		t.Run(cc.Name, func(t *testing.T) {
 			srv := redistest.Shared(t)
 			proxy := redistest.NewProxy(t, srv.Addr())
 			// Connections dialled before the stall go through the proxy;
 			// later ones go straight to the server.
-			stalled := &stallHook{started: make(chan struct{})}
-			c := srv.Client(t, cc.mod, func(o *redis.Options) {
-				o.Dialer = func(ctx context.Context, network, _ string) (net.Conn, error) {
-					addr := proxy.Addr()
-					if stalled.on.Load() {
-						addr = srv.Addr()
-					}
-					var d net.Dialer
-					return d.DialContext(ctx, network, addr)
-				}
-			})
-			c.AddHook(stalled)
+			stalled := redistest.NewDetour(proxy, srv.Addr())
+			c := stalled.Client(t, srv, cc.Mod)
 			cfg := mutex.Config{Prefix: prefix(t), TTL: time.Second}
 			m, err := mutex.New(c, cfg)
 			require.NoError(t, err)
@@ -201,10 +150,10 @@ func TestRenewRunLockedDoesNotWaitForStalledRenewal(t *testing.T) {
 				require.Eventually(t, func() bool { return r.Stats().Renewals > before },
 					10*time.Second, time.Millisecond)
 				require.Equal(t, uint32(1), c.PoolStats().TotalConns, "one pooled connection, through the proxy")
-				stalled.on.Store(true)
+				stalled.Bypass()
 				proxy.Pause()
 				select {
-				case <-stalled.started: // the next extension
+				case <-stalled.Started(): // the next extension
 				case <-time.After(10 * time.Second):
 					t.Fatal("no extension started")
 				}

@@ -122,32 +122,17 @@ func TestAcquireAfterTheRequestEnded(t *testing.T) {
 // so that a Pause stalls a call in flight rather than a dial.
 func newProxiedMutex(t *testing.T, srv *redistest.Server, cfg mutex.Config, mod func(*redis.Options)) (*mutex.Mutex, *redistest.Proxy) {
 	t.Helper()
-	p := redistest.NewProxy(t, srv.Addr())
-	opt := &redis.Options{Addr: p.Addr()}
-	mod(opt)
-	client := redis.NewClient(opt)
-	t.Cleanup(func() { client.Close() })
-	require.NoError(t, client.Ping(t.Context()).Err())
+	client, p := redistest.ProxiedClient(t, srv, mod)
 	m, err := mutex.New(client, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m, p
 }
 
-// clientOptions are the go-redis configurations the fault tests run with.
-var clientOptions = []struct {
-	name string
-	mod  func(*redis.Options)
-}{
-	{"default options", func(*redis.Options) {}},
-	{"no retries", func(o *redis.Options) { o.MaxRetries = -1 }},
-	{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
-}
-
 func TestAcquireBudgetEndsDuringRedisCall(t *testing.T) {
 	srv := redistest.Shared(t)
-	for i, tc := range clientOptions {
-		t.Run(tc.name, func(t *testing.T) {
+	for i, tc := range redistest.FaultConfigs {
+		t.Run(tc.Name, func(t *testing.T) {
 			t.Parallel()
 			cfg := mutex.Config{Prefix: fmt.Sprintf("serialize-test-budget-%d", i)}
 			holder, err := mutex.New(srv.Client(t), cfg)
@@ -157,7 +142,7 @@ func TestAcquireBudgetEndsDuringRedisCall(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { held.Unlock(context.Background()) })
 
-			m, p := newProxiedMutex(t, srv, cfg, tc.mod)
+			m, p := newProxiedMutex(t, srv, cfg, tc.Mod)
 			p.Pause()
 			t.Cleanup(p.Resume)
 			_, unavailable, err := serialize.Acquire(t.Context(), m, "k", 100*time.Millisecond)

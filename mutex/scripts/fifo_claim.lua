@@ -10,11 +10,8 @@
 -- of the queue of resource index or when its lock is held; {-1, index} when
 -- the waiter is no longer queued there (its deadline ran out).
 local n = (#KEYS - 1) / 3
-local fence = owned(redis.call('GET', KEYS[1]), ARGV[1])
+local fence = reclaim(ARGV[1], ARGV[2], n, 3)
 if fence then
-  for i = 1, n do
-    redis.call('PEXPIRE', KEYS[3*i-2], ARGV[2])
-  end
   return {1, fence}
 end
 if redis.call('EXISTS', KEYS[#KEYS]) == 1 then

@@ -10,13 +10,10 @@
 -- Queue scores are the server's TIME in microseconds at arrival, so every
 -- queue orders the waiters in the order their calls reached Redis.
 local n = (#KEYS - 1) / 3
-local fence = owned(redis.call('GET', KEYS[1]), ARGV[1])
+-- A re-sent request finds its own grant, or a grant a release made to its
+-- queue entry meanwhile: confirm it for the whole TTL.
+local fence = reclaim(ARGV[1], ARGV[2], n, 3)
 if fence then
-  -- A re-sent request finds its own grant, or a grant a release made to
-  -- its queue entry meanwhile: confirm it for the whole TTL.
-  for i = 1, n do
-    redis.call('PEXPIRE', KEYS[3*i-2], ARGV[2])
-  end
   return {1, fence}
 end
 if redis.call('EXISTS', KEYS[#KEYS]) == 1 then

@@ -37,6 +37,20 @@ local function owned(v, token)
   return nil
 end
 
+-- reclaim returns the fence of a grant to token found under KEYS[1], after
+-- resetting the expiry of each of the n lock keys, every stride-th key from
+-- the first, to ttl ms; or nil if there is none. A re-sent request finds its
+-- own grant this way, and a FIFO waiter a grant a release made to it.
+local function reclaim(token, ttl, n, stride)
+  local fence = owned(redis.call('GET', KEYS[1]), token)
+  if fence then
+    for i = 1, n do
+      redis.call('PEXPIRE', KEYS[stride*(i-1)+1], ttl)
+    end
+  end
+  return fence
+end
+
 -- batched runs redis.call(cmd, key, ...) over list from index first on, at
 -- most step values per call (Lua's unpack fails on a few thousand values),
 -- and returns the replies of array commands joined in order.
