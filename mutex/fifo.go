@@ -204,7 +204,7 @@ func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l
 // sends writes to Redis: the token leaves its queues, revoked if the
 // request may have run without its reply arriving.
 func (f *fifo) failed(rkeys []string, token string, sends int32, err error) {
-	f.leave(rkeys, token, sends > 0 && !isRedisReply(err))
+	f.leave(rkeys, token, unknownOutcome(sends, err))
 }
 
 // leave removes token from the queues of rkeys in the background, and

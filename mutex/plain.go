@@ -125,7 +125,7 @@ func (p *plain) attempt(ctx context.Context, keys, rkeys []string) (*lease, *Not
 	cmd, sends := runCounted(ctx, m.client, acquireScript, akeys, token, m.ttlMS)
 	res, err := cmd.Slice()
 	if err != nil {
-		if sends > 0 && !isRedisReply(err) {
+		if unknownOutcome(sends, err) {
 			// The script may have run without its reply reaching us.
 			m.releaseUnknown(rkeys, token)
 		}

@@ -172,3 +172,43 @@ func fenceOf(l mutex.Lease) int64 {
 	}
 	return l.Fence()
 }
+
+// With a TTL of a minute, whose drift allowance is over half the handover
+// window, a FIFO handover still costs no round trip: the new holder's Lock
+// returns on the release's message while its command connections stall,
+// and confirms the lease in the background once they move again.
+func TestFIFOHandoverWithLongTTLNeedsNoRoundTrip(t *testing.T) {
+	for _, cc := range retryConfigs {
+		t.Run(cc.Name, func(t *testing.T) {
+			srv := redistest.Shared(t)
+			direct := srv.Client(t)
+			p := newFaultProxy(t, srv.Addr())
+			cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+			a := newMutex(t, srv, cfg)
+			b := newMutexOn(t, p.client(t, cc.Mod), cfg)
+			held := must[mutex.Lease](t)(a.Lock(t.Context(), "k"))
+
+			got := lockAsync(t.Context(), b, "k")
+			require.Eventually(t, func() bool {
+				return direct.ZCard(t.Context(), fifoQueueKey(cfg.Prefix, "k")).Val() == 1
+			}, 5*time.Second, time.Millisecond, "b never queued")
+			// Let the reply of b's join reach b before its connection stalls.
+			time.Sleep(100 * time.Millisecond)
+			p.stall(false, true)
+			require.NoError(t, held.Unlock(t.Context()))
+			g, ok := receiveWithin(got, 500*time.Millisecond)
+			p.stall(false, false)
+			if !ok {
+				g = <-got
+			}
+			require.NoError(t, g.err)
+			defer g.lease.Unlock(context.Background())
+			require.True(t, ok, "Lock waited for a round trip on a stalled connection")
+			assert.Greater(t, g.lease.Fence(), held.Fence())
+			// The background confirmation made the lease last the TTL.
+			time.Sleep(mutex.FIFOLiveness + 200*time.Millisecond)
+			require.NoError(t, g.lease.Err())
+			assert.Greater(t, direct.PTTL(t.Context(), lockKey(cfg.Prefix, "k")).Val(), 50*time.Second)
+		})
+	}
+}

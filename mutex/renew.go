@@ -82,8 +82,10 @@ func findDeadliner(lease Lease) Deadliner {
 
 // RenewerConfig configures a Renewer. The zero value means the defaults.
 type RenewerConfig struct {
-	// Workers is how many batches of renewals may be in flight at once
-	// (DefaultRenewerWorkers if zero).
+	// Workers is how many batches of renewals may be prepared at once
+	// (DefaultRenewerWorkers if zero). The extensions of a batch run
+	// concurrently, one pipeline per Redis client, so that a Redis that
+	// does not answer holds up no lease of another.
 	Workers int
 	// BatchSize is the largest number of leases extended in one batch
 	// (DefaultRenewerBatchSize if zero).
@@ -437,21 +439,42 @@ func (r *Renewer) work() {
 	}
 }
 
-// renew extends a batch of leases and schedules what follows for each: the
-// next renewal, a retry, or nothing once a lease has ended.
+// renew starts the extensions of a batch of leases: one goroutine per
+// Redis client among the leases of Mutexes, whose extensions go in one
+// pipeline, and one per other lease, so that a Redis that does not answer
+// holds up its own leases only. It does not wait for them.
 func (r *Renewer) renew(batch []*Renewal) {
+	units := make(map[any][]*Renewal)
 	r.mu.Lock()
-	live := batch[:0]
+	defer r.mu.Unlock()
 	for _, x := range batch {
-		if !x.stopped && !r.closed { // else Stop or Close came while queued
-			live = append(live, x)
+		if x.stopped || r.closed { // Stop or Close came while queued
+			r.dropLocked(x)
+			continue
 		}
+		var unit any = x
+		if l, ok := x.lease.(*lease); ok {
+			unit = l.m.client
+		}
+		units[unit] = append(units[unit], x)
 	}
-	r.mu.Unlock()
-	batch = live
-	if len(batch) == 0 {
+	if len(units) == 0 {
 		return
 	}
+	r.batches.Add(1)
+	for _, unit := range units {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.extend(unit)
+		}()
+	}
+}
+
+// extend extends leases, all of Mutexes on one client or one other lease,
+// and schedules what follows for each: the next renewal, a retry, or
+// nothing once a lease has ended.
+func (r *Renewer) extend(batch []*Renewal) {
 	var until time.Time
 	for _, x := range batch {
 		end, ok := Deadline(x.lease)
@@ -467,7 +490,6 @@ func (r *Renewer) renew(batch []*Renewal) {
 	ctx, cancel := context.WithDeadline(r.ctx, until)
 	errs := extendBatch(ctx, batch)
 	cancel()
-	r.batches.Add(1)
 	r.renewals.Add(uint64(len(batch)))
 
 	now := time.Now()

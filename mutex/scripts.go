@@ -70,10 +70,20 @@ func (c *sendCounter) String() string { return "-" }
 func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) (*redis.Cmd, int32) {
 	sc := new(sendCounter)
 	cmd := s.EvalSha(ctx, c, keys, append(args, sc)...)
-	if isNoScript(cmd.Err()) {
-		// Not run: the script is loaded with the call, counted afresh.
-		sc = new(sendCounter)
-		cmd = s.Eval(ctx, c, keys, append(args, sc)...)
+	if !isNoScript(cmd.Err()) {
+		return cmd, sc.n.Load()
 	}
-	return cmd, sc.n.Load()
+	// The send answered NOSCRIPT did not run, but one before it whose
+	// reply was lost may have. The script is loaded with the next call.
+	earlier := sc.n.Load() - 1
+	sc = new(sendCounter)
+	cmd = s.Eval(ctx, c, keys, append(args, sc)...)
+	return cmd, earlier + sc.n.Load()
+}
+
+// unknownOutcome reports whether a request that failed with err after
+// sends writes may have run: it was written, and either its last reply
+// was lost or an earlier send's was.
+func unknownOutcome(sends int32, err error) bool {
+	return sends > 1 || (sends == 1 && !isRedisReply(err))
 }
