@@ -10,7 +10,7 @@ const (
 )
 
 // SchedulerConfig configures a Scheduler. The zero value means the
-// defaults: Workers is how many batches of renewals may be in flight at once
+// defaults: Workers is how many batches of renewals may be prepared at once
 // (DefaultWorkers if zero), BatchSize the largest number of leases renewed
 // together (DefaultBatchSize if zero), and Window how far apart renewals
 // may fall due and still be made together, the later ones early
@@ -30,9 +30,10 @@ type SchedulerStats = mutex.RenewerStats
 //
 // One Scheduler serves any number of leases with one goroutine that keeps
 // them in a heap ordered by due time, plus at most Workers goroutines that
-// run the renewals: renewals due within Window of each other go together,
-// in batches of up to BatchSize, and the leases of Mutexes that share a
-// Redis client go to Redis in one pipeline (as with mutex.ExtendMany).
+// prepare the renewals: renewals due within Window of each other go
+// together, in batches of up to BatchSize, and the leases of Mutexes that
+// share a Redis client go to Redis in one pipeline (as with
+// mutex.ExtendMany), each client's in a goroutine of its own.
 //
 // The goroutines run only while the Scheduler has leases to renew: they
 // start with the first lease and exit once the last one is unlocked or has

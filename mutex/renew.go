@@ -136,10 +136,12 @@ type RenewPolicy struct {
 //
 // One Renewer serves any number of leases with one goroutine that keeps
 // them in a heap ordered by due time, plus at most Workers goroutines that
-// run the renewals: renewals due within Window of each other go together,
-// in batches of up to BatchSize. Each lease is extended with its own Extend
-// method, except that the leases of Mutexes that share a Redis client are
-// extended in one pipeline, as by ExtendMany.
+// prepare the renewals: renewals due within Window of each other go
+// together, in batches of up to BatchSize. Each lease is extended with its
+// own Extend method, except that the leases of Mutexes that share a Redis
+// client are extended in one pipeline, as by ExtendMany. The extensions of
+// a batch run concurrently, one goroutine per client (and per other
+// lease), so a Redis that does not answer holds up its own leases only.
 //
 // A renewal that fails with a Redis error is retried with backoff and
 // jitter until it succeeds or the lease's validity runs out. One that finds
