@@ -27,8 +27,8 @@
 // WithScheduler. It runs one goroutine only while there are leases to
 // renew, and a few workers that send the renewals falling due together to
 // Redis in one pipeline per client, each from a goroutine of its own so
-// that a Redis that does not answer holds up no other. Unlock stops a lease's renewals without
-// waiting for one in flight. Holding 10,000 leases with a 3s TTL (10,000
+// that a Redis that does not answer holds up no other. Unlock stops a
+// lease's renewals without waiting for one in flight. Holding 10,000 leases with a 3s TTL (10,000
 // renewals per second) took 60 to 120 Redis round trips per second, two
 // goroutines on average, and under 100 bytes per lease on top of the lease itself
 // in BenchmarkAutoExtendSoak.
