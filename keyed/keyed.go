@@ -34,7 +34,6 @@ type Option[K comparable] interface {
 type options[K comparable] struct {
 	keyFunc    func(K) string
 	keyFuncSet bool
-	err        error
 }
 
 type keyFuncOption[K comparable] func(K) string

@@ -402,12 +402,12 @@ func TestKeyAttributeModes(t *testing.T) {
 func spanText(s tracetest.SpanStub) string {
 	var b strings.Builder
 	for _, kv := range s.Attributes {
-		b.WriteString(kv.Value.Emit() + " ")
+		b.WriteString(kv.Value.String() + " ")
 	}
 	for _, ev := range s.Events {
 		b.WriteString(ev.Name + " ")
 		for _, kv := range ev.Attributes {
-			b.WriteString(kv.Value.Emit() + " ")
+			b.WriteString(kv.Value.String() + " ")
 		}
 	}
 	return b.String()
