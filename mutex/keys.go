@@ -77,7 +77,8 @@ func (m *Mutex) checkKeys(keys []string) ([]string, error) {
 			}
 		}
 	}
-	rkeys := make([]string, len(keys))
+	// One more for the revocation marker of an acquire (see attempt).
+	rkeys := make([]string, len(keys), len(keys)+1)
 	for i, k := range keys {
 		rkeys[i] = m.redisKey(k)
 	}

@@ -118,11 +118,11 @@ func (p *plain) attempt(ctx context.Context, keys, rkeys []string) (*lease, *Not
 	if err != nil {
 		return nil, nil, err
 	}
-	akeys := make([]string, len(rkeys), len(rkeys)+1)
-	copy(akeys, rkeys)
-	akeys = append(akeys, markerKey(rkeys[0], token))
+	// rkeys has room for the marker (see checkKeys), which no other
+	// attempt of this call uses at the same time.
+	akeys := append(rkeys[:len(rkeys):cap(rkeys)], markerKey(rkeys[0], token))
 	start := time.Now()
-	cmd, sends := runCounted(ctx, m.client, acquireScript, akeys, token, m.ttlMS)
+	cmd, sends := runCounted(ctx, m.client, acquireScript, akeys, token, m.ttlMS, new(sendCounter))
 	res, err := cmd.Slice()
 	if err != nil {
 		if unknownOutcome(sends, err) {
@@ -394,7 +394,7 @@ func (p *plain) check(ctx context.Context, rkeys []string) (int64, error) {
 
 // release runs the release script for l.
 func (p *plain) release(ctx context.Context, l *lease) (int, bool, error) {
-	cmd, sends := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young())
+	cmd, sends := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young(), new(sendCounter))
 	n, err := cmd.Int()
 	return n, sends > 1, err
 }

@@ -54,10 +54,13 @@ func isNoScript(err error) bool {
 // ignores it.
 type sendCounter struct{ n atomic.Int32 }
 
+// sendMark is what a sendCounter sends; the writer copies it.
+var sendMark = []byte{'-'}
+
 // MarshalBinary counts one send.
 func (c *sendCounter) MarshalBinary() ([]byte, error) {
 	c.n.Add(1)
-	return []byte{'-'}, nil
+	return sendMark, nil
 }
 
 // String is what go-redis shows of the argument in logs and traces.
@@ -66,10 +69,11 @@ func (c *sendCounter) String() string { return "-" }
 // runCounted runs script like redis.Script.Run and reports how often the
 // call that produced the reply was written to Redis: never, for a request
 // that failed before it was sent (no connection, say), or more than once,
-// when go-redis sent it again after losing a reply.
+// when go-redis sent it again after losing a reply. The last of args must
+// be a new *sendCounter, which counts the writes.
 func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) (*redis.Cmd, int32) {
-	sc := new(sendCounter)
-	cmd := s.EvalSha(ctx, c, keys, append(args, sc)...)
+	sc := args[len(args)-1].(*sendCounter)
+	cmd := s.EvalSha(ctx, c, keys, args...)
 	if !isNoScript(cmd.Err()) {
 		return cmd, sc.n.Load()
 	}
@@ -77,7 +81,8 @@ func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []s
 	// reply was lost may have. The script is loaded with the next call.
 	earlier := sc.n.Load() - 1
 	sc = new(sendCounter)
-	cmd = s.Eval(ctx, c, keys, append(args, sc)...)
+	args[len(args)-1] = sc
+	cmd = s.Eval(ctx, c, keys, args...)
 	return cmd, earlier + sc.n.Load()
 }
 
