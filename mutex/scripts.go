@@ -47,20 +47,23 @@ func isNoScript(err error) bool {
 	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
-// sendCounter is an argument of a script call that counts how often the
-// client wrote the call to Redis: go-redis marshals every argument each time
-// it sends a command, and it sends a command again, unchanged, when the
-// reply to an earlier send was lost (redis.Options.MaxRetries). A script
-// ignores it.
+// sendCounter is the last argument of a script call, and counts how often
+// the client wrote the call to Redis: go-redis marshals every argument each
+// time it sends a command, and it sends a command again, unchanged, when
+// the reply to an earlier send was lost (redis.Options.MaxRetries). The
+// script gets "1" on the first send and "2" on any later one: only a later
+// one can find what an earlier one did.
 type sendCounter struct{ n atomic.Int32 }
 
-// sendMark is what a sendCounter sends; the writer copies it.
-var sendMark = []byte{'-'}
+// What a sendCounter sends; the writer copies it.
+var firstSend, laterSend = []byte{'1'}, []byte{'2'}
 
 // MarshalBinary counts one send.
 func (c *sendCounter) MarshalBinary() ([]byte, error) {
-	c.n.Add(1)
-	return sendMark, nil
+	if c.n.Add(1) == 1 {
+		return firstSend, nil
+	}
+	return laterSend, nil
 }
 
 // String is what go-redis shows of the argument in logs and traces.
@@ -81,9 +84,10 @@ func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []s
 	// reply was lost may have. The script is loaded with the next call.
 	earlier := sc.n.Load() - 1
 	sc = new(sendCounter)
+	sc.n.Store(earlier)
 	args[len(args)-1] = sc
 	cmd = s.Eval(ctx, c, keys, args...)
-	return cmd, earlier + sc.n.Load()
+	return cmd, sc.n.Load()
 }
 
 // unknownOutcome reports whether a request that failed with err after

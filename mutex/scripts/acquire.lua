@@ -1,6 +1,7 @@
 -- Acquire every lock key in KEYS[1..n], or none of them; KEYS[n+1] is the
 -- revocation marker of the request's token.
--- ARGV[1]: owner token, ARGV[2]: TTL in milliseconds.
+-- ARGV[1]: owner token, ARGV[2]: TTL in milliseconds, ARGV[3]: "1" on the
+-- request's first send, "2" on a re-send.
 -- Returns {1, fence} when granted, {0, index, pttl} when KEYS[index] is held,
 -- and {0, 1, -3} when the token was revoked (its requester gave up on it).
 -- The fence is the server's TIME in microseconds; the value stored under
@@ -12,7 +13,7 @@ for i = 1, n do
   if pttl ~= -2 then
     -- A re-sent request (go-redis retries after a lost reply) finds its
     -- own grant: that is the grant.
-    local fence = i == 1 and owned(redis.call('GET', KEYS[1]), ARGV[1])
+    local fence = i == 1 and ARGV[3] ~= '1' and owned(redis.call('GET', KEYS[1]), ARGV[1])
     if fence then
       return {1, fence}
     end

@@ -3,7 +3,8 @@
 -- KEYS: for each resource, its lock key, queue key and deadline key; then
 -- the revocation marker of the token.
 -- ARGV[1]: owner token, ARGV[2]: TTL in ms, ARGV[3]: queue key TTL in ms,
--- ARGV[4]: "1" to only try.
+-- ARGV[4]: "1" to only try, ARGV[5]: "1" on the request's first send, "2"
+-- on a re-send.
 -- Returns {1, fence} when granted; {0, index, pttl} when resource index is
 -- held or queued for (pttl of its lock key, or -2 if only queued for);
 -- {0, 1, -3} when the token was revoked.
@@ -12,9 +13,11 @@
 local n = (#KEYS - 1) / 3
 -- A re-sent request finds its own grant, or a grant a release made to its
 -- queue entry meanwhile: confirm it for the whole TTL.
-local fence = reclaim(ARGV[1], ARGV[2], n, 3)
-if fence then
-  return {1, fence}
+if ARGV[5] ~= '1' then
+  local fence = reclaim(ARGV[1], ARGV[2], n, 3)
+  if fence then
+    return {1, fence}
+  end
 end
 if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
   return {0, 1, -3}
