@@ -2,6 +2,7 @@ package mutex
 
 import (
 	"context"
+	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,6 +30,10 @@ func ExtendMany(ctx context.Context, leases ...Lease) []error {
 			errs[i] = l.Extend(ctx) // reports the end without a Redis call
 			continue
 		}
+		if !isComparable(l.m.client) {
+			errs[i] = l.Extend(ctx)
+			continue
+		}
 		groups[l.m.client] = append(groups[l.m.client], item{i, l})
 	}
 	for client, items := range groups {
@@ -54,6 +59,12 @@ func ExtendMany(ctx context.Context, leases ...Lease) []error {
 		}
 	}
 	return errs
+}
+
+// isComparable reports whether v may be a map key: a client of a type
+// that may not is extended on its own.
+func isComparable(v any) bool {
+	return reflect.ValueOf(v).Comparable()
 }
 
 // coreLease returns the *lease behind a lease's decorators, or nil.

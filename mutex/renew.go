@@ -141,7 +141,9 @@ type RenewPolicy struct {
 // own Extend method, except that the leases of Mutexes that share a Redis
 // client are extended in one pipeline, as by ExtendMany. The extensions of
 // a batch run concurrently, one goroutine per client (and per other
-// lease), so a Redis that does not answer holds up its own leases only.
+// lease), so a Redis that does not answer holds up its own leases only;
+// each client has one extension in flight at most, and leases that fall
+// due meanwhile go with its next one.
 //
 // A renewal that fails with a Redis error is retried with backoff and
 // jitter until it succeeds or the lease's validity runs out. One that finds
@@ -176,6 +178,10 @@ type Renewer struct {
 	closed  bool
 	wake    chan struct{} // tells the timer goroutine of an earlier due time
 	wg      sync.WaitGroup
+	// sending holds, by unit (a Redis client, or a lease of another
+	// kind), the leases that wait for the unit's extension in flight to
+	// end: each unit has at most one in flight.
+	sending map[any][]*Renewal
 
 	renewals, batches, failures atomic.Uint64
 }
@@ -454,23 +460,62 @@ func (r *Renewer) renew(batch []*Renewal) {
 			r.dropLocked(x)
 			continue
 		}
-		var unit any = x
-		if l, ok := x.lease.(*lease); ok {
-			unit = l.m.client
-		}
-		units[unit] = append(units[unit], x)
+		u := unitOf(x)
+		units[u] = append(units[u], x)
 	}
 	if len(units) == 0 {
 		return
 	}
 	r.batches.Add(1)
-	for _, unit := range units {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.extend(unit)
-		}()
+	for u, leases := range units {
+		if waiting, busy := r.sending[u]; busy {
+			// Joins the next extension of the unit.
+			r.sending[u] = append(waiting, leases...)
+			continue
+		}
+		r.startLocked(u, leases)
 	}
+}
+
+// unitOf returns what the extension of x goes with: the Redis client of a
+// Mutex lease, whose leases go in one pipeline, or x itself.
+func unitOf(x *Renewal) any {
+	if l, ok := x.lease.(*lease); ok && isComparable(l.m.client) {
+		return l.m.client
+	}
+	return x
+}
+
+// startLocked starts the extension of the leases of unit u, and the next
+// ones of u as long as leases wait for it. r.mu must be held.
+func (r *Renewer) startLocked(u any, leases []*Renewal) {
+	if r.sending == nil {
+		r.sending = make(map[any][]*Renewal)
+	}
+	r.sending[u] = nil
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for len(leases) > 0 {
+			r.extend(leases)
+			r.mu.Lock()
+			waiting := r.sending[u]
+			leases = nil
+			for _, x := range waiting {
+				if x.stopped || r.closed {
+					r.dropLocked(x)
+				} else {
+					leases = append(leases, x)
+				}
+			}
+			if len(leases) == 0 {
+				delete(r.sending, u)
+			} else {
+				r.sending[u] = nil
+			}
+			r.mu.Unlock()
+		}
+	}()
 }
 
 // extend extends leases, all of Mutexes on one client or one other lease,
