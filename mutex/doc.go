@@ -61,9 +61,12 @@
 // safe to send again with the same arguments, as go-redis does after a lost
 // reply unless Options.MaxRetries is -1: an acquire that finds its own
 // token's grant returns that grant, a FIFO entry keeps its place, and a
-// release sent again that finds the keys gone reports success if its reply
-// still arrived within the lease's validity (the first send ran while the
-// keys were the lease's). When a Lock or TryLock gives up on an acquire
+// release sent again that finds the keys gone, or taken by a waiter it
+// woke, reports success if its reply still arrived within the lease's
+// validity: until then only the lease's own release, or a loss of data in
+// Redis, can have removed them. (So if Redis loses data, by a failover or a
+// restart, while go-redis sends a release again, Unlock may report success
+// where it would otherwise report ErrNotHeld.) When a Lock or TryLock gives up on an acquire
 // whose outcome is unknown, the Mutex releases in the background whatever
 // the acquire's token holds and marks the token revoked, retrying until
 // Redis answers or Close: an acquire that reaches Redis only after that

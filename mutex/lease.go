@@ -165,9 +165,12 @@ func (l *lease) extended(start time.Time, idx int64, err error) error {
 // Unlock may be called again.
 //
 // A release that the client sent again after losing the reply of the first
-// send (go-redis retries by default) finds the keys gone: when that reply
-// still arrives within the lease's validity, the first send released them,
-// and Unlock returns nil.
+// send (go-redis retries by default) finds the keys gone, or taken by a
+// waiter that the first send woke: when that reply still arrives within the
+// lease's validity, the first send released them, and Unlock returns nil.
+// go-redis also sends a request again after some error replies (READONLY,
+// LOADING); if Redis lost the keys meanwhile, by a failover or a restart,
+// that Unlock returns nil as well.
 func (l *lease) Unlock(ctx context.Context) error {
 	l.mu.Lock()
 	if l.unlocked {
