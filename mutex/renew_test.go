@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,4 +171,82 @@ func TestRenewRunLockedDoesNotWaitForStalledRenewal(t *testing.T) {
 			assert.Empty(t, keysLeft(t, srv.Client(t), cfg.Prefix))
 		})
 	}
+}
+
+// scriptHook counts the script calls (alone or in pipelines) a client has
+// sent and not yet seen answered while on, and the most at once.
+type scriptHook struct {
+	on        atomic.Bool
+	now, most atomic.Int64
+}
+
+func isScript(cmd redis.Cmder) bool {
+	name := cmd.Name()
+	return name == "evalsha" || name == "eval"
+}
+
+func (h *scriptHook) enter() bool {
+	if !h.on.Load() {
+		return false
+	}
+	n := h.now.Add(1)
+	for m := h.most.Load(); n > m && !h.most.CompareAndSwap(m, n); m = h.most.Load() {
+	}
+	return true
+}
+
+func (h *scriptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isScript(cmd) && h.enter() {
+			defer h.now.Add(-1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *scriptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && isScript(cmds[0]) && h.enter() {
+			defer h.now.Add(-1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// While the extensions of a client's leases hang, leases of the client that
+// fall due meanwhile wait for them instead of opening more pipelines.
+func TestRenewerOneExtensionInFlightPerClient(t *testing.T) {
+	srv := redistest.Shared(t)
+	c, proxy := redistest.ProxiedClient(t, srv, redistest.ContextTimeouts.Mod)
+	m, err := mutex.New(c, mutex.Config{Prefix: prefix(t), TTL: 2 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+
+	var renewals []*mutex.Renewal
+	for i := range 4 {
+		l := must[mutex.Lease](t)(m.TryLock(t.Context(), fmt.Sprint("k", i)))
+		x, err := r.Renew(l, mutex.RenewPolicy{Interval: 200 * time.Millisecond})
+		require.NoError(t, err)
+		renewals = append(renewals, x)
+		time.Sleep(50 * time.Millisecond) // due apart, in batches of their own
+	}
+	hook := &scriptHook{}
+	c.AddHook(hook)
+	hook.on.Store(true) // only the extensions call scripts from now on
+	proxy.Pause()
+	time.Sleep(time.Second)
+	hook.on.Store(false)
+	proxy.Resume()
+	for _, x := range renewals {
+		x.Stop()
+		uctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = x.Lease().Unlock(uctx)
+		cancel()
+	}
+	assert.EqualValues(t, 1, hook.most.Load(), "pipelines in flight at once on one client")
 }
