@@ -37,6 +37,18 @@
 // waiting for itself, and a nested Lock or TryLock of such a key on the
 // Mutex fails at once with ErrReentrant.
 //
+// # Renewal
+//
+// A Renewer extends leases in the background: one goroutine keeps them in
+// a heap by due time, and renewals that fall due together go to Redis in
+// one pipeline per client. RunLocked and WithLock extend their leases
+// through the process-wide Renewer (DefaultRenewer), and so does
+// middleware.AutoExtend unless given another; a lease already extended in
+// the background (see AutoExtender) is only watched. A failed renewal is
+// retried until the lease's deadline; one that finds a key taken ends the
+// lease at once. Deadline and IsAutoExtended find what they need behind a
+// lease's decorators (see Unwrapper).
+//
 // # Waiting
 //
 // Lock does not poll. A release announces itself on a Redis pub/sub channel
