@@ -1,0 +1,243 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/distlock/distlock/mutex"
+	"github.com/redis/go-redis/v9"
+)
+
+// EnvClient marks a client process: its value is the client id. The other
+// CHAOS_* variables carry the client's configuration (see clientEnv).
+const EnvClient = "CHAOS_CLIENT"
+
+// Keys the clients lock: HotKey mostly, sometimes a cold key, sometimes both.
+const HotKey = "hot"
+
+var coldKeys = []string{"cold0", "cold1", "cold2"}
+
+// ClientConfig configures one client process.
+type ClientConfig struct {
+	ID      int
+	Redis   string
+	Store   string
+	Lock    string // "real" or "broken"
+	FIFO    bool
+	TTL     time.Duration
+	History string
+	End     time.Time
+	Seed    uint64
+	// NoRetries sets go-redis MaxRetries to -1; otherwise go-redis' default
+	// options (with their retries) are used.
+	NoRetries bool
+	// PauseHolders: sleep 1.5×TTL between the first check and the write in
+	// one critical section in five.
+	PauseHolders bool
+}
+
+func (c ClientConfig) env() []string {
+	return []string{
+		EnvClient + "=" + strconv.Itoa(c.ID),
+		"CHAOS_REDIS=" + c.Redis,
+		"CHAOS_STORE=" + c.Store,
+		"CHAOS_LOCK=" + c.Lock,
+		"CHAOS_FIFO=" + strconv.FormatBool(c.FIFO),
+		"CHAOS_TTL=" + c.TTL.String(),
+		"CHAOS_HISTORY=" + c.History,
+		"CHAOS_END=" + strconv.FormatInt(c.End.UnixNano(), 10),
+		"CHAOS_SEED=" + strconv.FormatUint(c.Seed, 10),
+		"CHAOS_NORETRIES=" + strconv.FormatBool(c.NoRetries),
+		"CHAOS_PAUSE=" + strconv.FormatBool(c.PauseHolders),
+	}
+}
+
+func clientConfigFromEnv() (ClientConfig, error) {
+	var c ClientConfig
+	var errs []error
+	var err error
+	c.ID, err = strconv.Atoi(os.Getenv(EnvClient))
+	errs = append(errs, err)
+	c.Redis, c.Store, c.Lock, c.History = os.Getenv("CHAOS_REDIS"), os.Getenv("CHAOS_STORE"), os.Getenv("CHAOS_LOCK"), os.Getenv("CHAOS_HISTORY")
+	c.FIFO, err = strconv.ParseBool(os.Getenv("CHAOS_FIFO"))
+	errs = append(errs, err)
+	c.TTL, err = time.ParseDuration(os.Getenv("CHAOS_TTL"))
+	errs = append(errs, err)
+	end, err := strconv.ParseInt(os.Getenv("CHAOS_END"), 10, 64)
+	errs = append(errs, err)
+	c.End = time.Unix(0, end)
+	c.Seed, err = strconv.ParseUint(os.Getenv("CHAOS_SEED"), 10, 64)
+	errs = append(errs, err)
+	c.NoRetries, err = strconv.ParseBool(os.Getenv("CHAOS_NORETRIES"))
+	errs = append(errs, err)
+	c.PauseHolders, err = strconv.ParseBool(os.Getenv("CHAOS_PAUSE"))
+	errs = append(errs, err)
+	return c, errors.Join(errs...)
+}
+
+// IsClient reports whether this process was started as a client.
+func IsClient() bool { return os.Getenv(EnvClient) != "" }
+
+// ClientMain runs the client loop configured by the environment and
+// returns the process exit code. Call it first thing in main (or TestMain)
+// when IsClient reports true.
+func ClientMain() int {
+	cfg, err := clientConfigFromEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos client: bad environment:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := RunClient(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "chaos client:", err)
+		return 1
+	}
+	return 0
+}
+
+// RunClient loops until cfg.End or ctx ends.
+func RunClient(ctx context.Context, cfg ClientConfig) error {
+	rec, err := NewRecorder(cfg.History, cfg.ID)
+	if err != nil {
+		return err
+	}
+	defer rec.Close()
+	opts := &redis.Options{Addr: cfg.Redis, ContextTimeoutEnabled: true}
+	if cfg.NoRetries {
+		opts.MaxRetries = -1
+	}
+	client := redis.NewClient(opts)
+	defer client.Close()
+	var locker mutex.Locker
+	switch cfg.Lock {
+	case "real":
+		m, err := mutex.New(client, mutex.Config{Prefix: "chaos", TTL: cfg.TTL, FIFO: cfg.FIFO})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		locker = m
+	case "broken":
+		locker = NewBrokenLocker(client, "chaos", cfg.TTL)
+	default:
+		return fmt.Errorf("unknown lock %q", cfg.Lock)
+	}
+	w := NewStoreWriter(cfg.Store)
+	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID)))
+	pid := os.Getpid()
+	ctx, cancel := context.WithDeadline(ctx, cfg.End)
+	defer cancel()
+	for ctx.Err() == nil {
+		keys := pickKeys(rng)
+		pause := time.Duration(0)
+		if cfg.PauseHolders && rng.IntN(5) == 0 {
+			pause = cfg.TTL * 3 / 2
+		}
+		cycle(ctx, rec, locker, w, rng, keys, cfg.TTL, pid, pause)
+	}
+	return nil
+}
+
+func pickKeys(rng *rand.Rand) []string {
+	switch r := rng.IntN(10); {
+	case r < 7:
+		return []string{HotKey}
+	case r < 9:
+		return []string{HotKey, coldKeys[rng.IntN(len(coldKeys))]}
+	}
+	return []string{coldKeys[rng.IntN(len(coldKeys))]}
+}
+
+// cycle is one Lock, check, write, check, Unlock.
+func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWriter, rng *rand.Rand, keys []string, ttl time.Duration, pid int, pause time.Duration) {
+	lctx, lcancel := context.WithTimeout(ctx, 4*ttl)
+	rec.Record(Event{Op: OpLock, Type: TypeInvoke, Keys: keys})
+	lease, err := locker.Lock(lctx, keys...)
+	lcancel()
+	if err != nil {
+		typ := TypeUnknown
+		if errors.Is(err, mutex.ErrNotObtained) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			typ = TypeFail
+		}
+		rec.Record(Event{Op: OpLock, Type: typ, Keys: keys, Err: err.Error()})
+		return
+	}
+	var deadline int64
+	if d, ok := mutex.Deadline(lease); ok {
+		deadline = d.UnixNano()
+	}
+	base := Event{Keys: keys, Fence: lease.Fence(), Token: lease.Token(), Deadline: deadline}
+	ev := func(op, typ string, err error) {
+		e := base
+		e.Op, e.Type = op, typ
+		if err != nil {
+			e.Err = err.Error()
+		}
+		rec.Record(e)
+	}
+	ev(OpLock, TypeOK, nil)
+	// check takes the time before asking the lease, so a pause between the
+	// two can only shorten the recorded belief, never extend it.
+	check := func() bool {
+		e := base
+		e.Op, e.T = OpCheck, time.Now().UnixNano()
+		err := lease.Err()
+		e.Type = TypeOK
+		if err != nil {
+			e.Type, e.Err = TypeFail, err.Error()
+		}
+		rec.Record(e)
+		return err == nil
+	}
+	if check() {
+		sleepUpTo(rng, ttl/10)
+		time.Sleep(pause)
+		for _, k := range keys {
+			e := base
+			e.Op, e.Keys = OpWrite, []string{k}
+			e.Type = TypeInvoke
+			rec.Record(e)
+			wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			err := w.Write(wctx, k, lease.Fence(), lease.Token(), pid)
+			wcancel()
+			e.T = 0
+			switch {
+			case err == nil:
+				e.Type = TypeOK
+			case errors.Is(err, ErrRejected):
+				e.Type, e.Err = TypeFail, err.Error()
+			default:
+				e.Type, e.Err = TypeUnknown, err.Error()
+			}
+			rec.Record(e)
+		}
+		sleepUpTo(rng, ttl/10)
+		check()
+	}
+	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 2*ttl)
+	ev(OpUnlock, TypeInvoke, nil)
+	err = lease.Unlock(uctx)
+	ucancel()
+	switch {
+	case err == nil:
+		ev(OpUnlock, TypeOK, nil)
+	case errors.Is(err, mutex.ErrNotHeld) || errors.Is(err, mutex.ErrReleased):
+		ev(OpUnlock, TypeFail, err)
+	default:
+		ev(OpUnlock, TypeUnknown, err)
+	}
+}
+
+func sleepUpTo(rng *rand.Rand, d time.Duration) {
+	if d > 0 {
+		time.Sleep(time.Duration(rng.Int64N(int64(d))))
+	}
+}

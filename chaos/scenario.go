@@ -1,0 +1,366 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Faults a scenario can inject.
+const (
+	FaultNone        = "none"
+	FaultPauseHolder = "pause-holder" // SIGSTOP a holder of the hot key right after its write, past the TTL, then SIGCONT
+	FaultKillClient  = "kill-client"  // SIGKILL a random client and start a new one
+	FaultPauseRedis  = "pause-redis"  // SIGSTOP redis-server past the TTL, then SIGCONT
+)
+
+// Expectations of a scenario.
+const (
+	// ExpectSafe: distlock promises no hard overlap, no fence regression
+	// and no stale write accepted.
+	ExpectSafe = "safe"
+	// ExpectFlagged: the checkers must report overlaps, fence regressions
+	// and stale writes (the self-test).
+	ExpectFlagged = "flagged"
+)
+
+// Scenario is one run of the clients under one fault.
+type Scenario struct {
+	Name   string `json:"name"`
+	Lock   string `json:"lock"` // "real" (mutex.Mutex) or "broken" (BrokenLocker)
+	FIFO   bool   `json:"fifo"`
+	Fault  string `json:"fault"`
+	Expect string `json:"expect"`
+	// PauseHolders makes every client sleep past the TTL inside one
+	// critical section in five (the self-test's holders).
+	PauseHolders bool `json:"pause_holders,omitempty"`
+}
+
+// Scenarios returns every scenario, the self-test last.
+func Scenarios() []Scenario {
+	var s []Scenario
+	for _, f := range []string{FaultNone, FaultPauseHolder, FaultKillClient, FaultPauseRedis} {
+		for _, fifo := range []bool{false, true} {
+			mode := "plain"
+			if fifo {
+				mode = "fifo"
+			}
+			s = append(s, Scenario{Name: f + "/" + mode, Lock: "real", FIFO: fifo, Fault: f, Expect: ExpectSafe})
+		}
+	}
+	return append(s, Scenario{Name: "selftest/broken", Lock: "broken", Fault: FaultPauseHolder, Expect: ExpectFlagged, PauseHolders: true})
+}
+
+// Options configure a run.
+type Options struct {
+	Clients  int           // client processes (default 5)
+	Duration time.Duration // per scenario (default 5s)
+	TTL      time.Duration // lock TTL (default 500ms)
+	Seed     uint64
+	Dir      string // work directory; one subdirectory per scenario
+	// Exe is the binary re-executed as a client (default os.Args[0]); it
+	// must call ClientMain when IsClient reports true.
+	Exe       string
+	NoRetries bool      // go-redis MaxRetries -1 instead of its default options
+	Log       io.Writer // progress (nil: discarded)
+}
+
+func (o *Options) defaults() {
+	if o.Clients <= 0 {
+		o.Clients = 5
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.TTL <= 0 {
+		o.TTL = 500 * time.Millisecond
+	}
+	if o.Exe == "" {
+		o.Exe = os.Args[0]
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+}
+
+// Row is the outcome of one scenario.
+type Row struct {
+	Scenario
+	Result
+	Store  StoreStats `json:"store"`
+	Faults int        `json:"faults"`
+	Pass   bool       `json:"pass"`
+	Reason string     `json:"reason,omitempty"`
+}
+
+func (r *Row) judge() {
+	switch r.Expect {
+	case ExpectSafe:
+		r.Pass = !r.Broken()
+		if !r.Pass {
+			r.Reason = "broke a promise: hard overlaps, fence regressions or stale writes accepted"
+		}
+	case ExpectFlagged:
+		r.Pass = r.Overlaps > 0 && r.FenceRegressions > 0 && r.StaleRejected+r.StaleAccepted > 0
+		if !r.Pass {
+			r.Reason = "self-test not flagged: the checkers missed overlaps, fence regressions or stale writes"
+		}
+	}
+	if r.Granted == 0 {
+		r.Pass, r.Reason = false, "no lock was granted"
+	}
+}
+
+// Run runs one scenario.
+func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
+	opts.defaults()
+	row := Row{Scenario: sc}
+	dir := filepath.Join(opts.Dir, sanitize(sc.Name))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return row, err
+	}
+	srv, err := StartRedis(dir)
+	if err != nil {
+		return row, err
+	}
+	defer srv.Stop()
+	storeRec, err := NewRecorder(filepath.Join(dir, "store.jsonl"), StoreClient)
+	if err != nil {
+		return row, err
+	}
+	defer storeRec.Close()
+	store := NewStore(storeRec)
+	ss, err := ServeStore(store)
+	if err != nil {
+		return row, err
+	}
+	defer ss.Close()
+	nemRec, err := NewRecorder(filepath.Join(dir, "nemesis.jsonl"), -2)
+	if err != nil {
+		return row, err
+	}
+	defer nemRec.Close()
+
+	end := time.Now().Add(opts.Duration)
+	cl := &clients{exe: opts.Exe, dir: dir, base: ClientConfig{Redis: srv.Addr, Store: ss.URL, Lock: sc.Lock,
+		FIFO: sc.FIFO, TTL: opts.TTL, End: end, Seed: opts.Seed, NoRetries: opts.NoRetries, PauseHolders: sc.PauseHolders}, procs: map[int]*proc{}}
+	for range opts.Clients {
+		if err := cl.start(); err != nil {
+			cl.killAll()
+			return row, err
+		}
+	}
+	fmt.Fprintf(opts.Log, "scenario %s: %d clients for %v, redis %s\n", sc.Name, opts.Clients, opts.Duration, srv.Addr)
+	nctx, ncancel := context.WithDeadline(ctx, end)
+	n := &nemesis{fault: sc.Fault, ttl: opts.TTL, rec: nemRec, clients: cl, redis: srv, store: store,
+		rng: rand.New(rand.NewPCG(opts.Seed, 0x9e3779b9))}
+	row.Faults = n.run(nctx)
+	ncancel()
+	cl.wait(end.Add(4*opts.TTL + 10*time.Second))
+
+	events, err := ReadHistory(dir)
+	if err != nil {
+		return row, err
+	}
+	row.Result = Check(events)
+	row.Store = store.Stats()
+	row.judge()
+	return row, nil
+}
+
+func sanitize(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if c == '/' || c == ' ' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// clients owns the client processes of a scenario.
+type clients struct {
+	exe  string
+	dir  string
+	base ClientConfig
+	mu   sync.Mutex
+	next int
+	// procs are the clients not known to have exited.
+	procs map[int]*proc
+	all   []*proc
+}
+
+func (c *clients) start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cfg := c.base
+	cfg.ID = c.next
+	c.next++
+	cfg.Seed = c.base.Seed*1000003 + uint64(cfg.ID)
+	cfg.History = filepath.Join(c.dir, "client-"+strconv.Itoa(cfg.ID)+".jsonl")
+	logf, err := os.Create(filepath.Join(c.dir, "client-"+strconv.Itoa(cfg.ID)+".log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(c.exe)
+	cmd.Env = append(os.Environ(), cfg.env()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start client: %w", err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	id := cfg.ID
+	go func() {
+		_ = cmd.Wait()
+		c.mu.Lock()
+		delete(c.procs, id)
+		c.mu.Unlock()
+		close(p.done)
+	}()
+	c.procs[id] = p
+	c.all = append(c.all, p)
+	return nil
+}
+
+// byPID returns the live client with pid.
+func (c *clients) byPID(pid int) *proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		if p.cmd.Process.Pid == pid {
+			return p
+		}
+	}
+	return nil
+}
+
+func (c *clients) random(rng *rand.Rand) *proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := make([]int, 0, len(c.procs))
+	for id := range c.procs {
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	sort.Ints(ids)
+	return c.procs[ids[rng.IntN(len(ids))]]
+}
+
+// wait waits for every client until limit, then kills what is left.
+func (c *clients) wait(limit time.Time) {
+	c.mu.Lock()
+	all := append([]*proc(nil), c.all...)
+	c.mu.Unlock()
+	for _, p := range all {
+		select {
+		case <-p.done:
+		case <-time.After(time.Until(limit)):
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+func (c *clients) killAll() {
+	c.mu.Lock()
+	all := append([]*proc(nil), c.all...)
+	c.mu.Unlock()
+	for _, p := range all {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// nemesis injects one kind of fault until its context ends, and leaves
+// every process running when it returns.
+type nemesis struct {
+	fault   string
+	ttl     time.Duration
+	rec     *Recorder
+	clients *clients
+	redis   *RedisServer
+	store   *Store
+	rng     *rand.Rand
+}
+
+func (n *nemesis) run(ctx context.Context) (faults int) {
+	if n.fault == FaultNone {
+		<-ctx.Done()
+		return 0
+	}
+	pause := 2*n.ttl + n.ttl/2
+	period := 3 * n.ttl
+	for {
+		select {
+		case <-ctx.Done():
+			return faults
+		case <-time.After(period):
+		}
+		var err error
+		switch n.fault {
+		case FaultPauseHolder:
+			p := n.clients.byPID(n.store.NextWriter(ctx, HotKey))
+			if p == nil {
+				continue
+			}
+			err = n.stop(p.cmd.Process, "client", pause)
+		case FaultKillClient:
+			p := n.clients.random(n.rng)
+			if p == nil {
+				continue
+			}
+			n.rec.Record(Event{Op: OpFault, Type: TypeInvoke, Note: "SIGKILL client pid " + strconv.Itoa(p.cmd.Process.Pid)})
+			err = errors.Join(p.cmd.Process.Kill(), waitDone(p.done), n.clients.start())
+			n.rec.Record(Event{Op: OpFault, Type: TypeOK, Note: "client replaced"})
+		case FaultPauseRedis:
+			err = n.stop(n.redis.cmd.Process, "redis", pause)
+		default:
+			err = fmt.Errorf("unknown fault %q", n.fault)
+		}
+		if err != nil {
+			n.rec.Record(Event{Op: OpFault, Type: TypeFail, Err: err.Error()})
+			continue
+		}
+		faults++
+	}
+}
+
+func waitDone(done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("process did not exit after SIGKILL")
+	}
+}
+
+// stop pauses p with SIGSTOP for d, then resumes it, whatever happens.
+func (n *nemesis) stop(p *os.Process, what string, d time.Duration) error {
+	n.rec.Record(Event{Op: OpFault, Type: TypeInvoke, Note: "SIGSTOP " + what + " pid " + strconv.Itoa(p.Pid)})
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	time.Sleep(d)
+	err := p.Signal(syscall.SIGCONT)
+	n.rec.Record(Event{Op: OpFault, Type: TypeOK, Note: "SIGCONT " + what + " pid " + strconv.Itoa(p.Pid)})
+	return err
+}
