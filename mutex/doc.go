@@ -81,7 +81,7 @@
 // where it would otherwise report ErrNotHeld.) When a Lock or TryLock gives up on an acquire
 // whose outcome is unknown, the Mutex releases in the background whatever
 // the acquire's token holds and marks the token revoked, retrying until
-// Redis answers or Close: an acquire that reaches Redis only after that
+// it succeeds or Close: an acquire that reaches Redis only after that
 // takes nothing. The revocation marker "<lock key>:x:<token>" expires after
 // twice the TTL, and at least 10s.
 //

@@ -297,8 +297,8 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 //
 // Waiting Lock calls leave their FIFO queues as they return, with one
 // request of at most a second each. Background releases of acquires whose
-// outcome is unknown (their reply was lost) are retried until Redis
-// answers; Close stops those still waiting for Redis, and the keys such an
+// outcome is unknown (their reply was lost) are retried until they
+// succeed; Close stops those still pending, and the keys such an
 // acquire took, if any, expire with their TTL. An acquire whose outcome
 // becomes unknown after Close gets one release attempt of at most a second.
 func (m *Mutex) Close() error {
@@ -370,7 +370,7 @@ const (
 	closedAttemptTimeout = time.Second
 )
 
-// untilAnswered runs req in the background until Redis answers it, with a
+// untilAnswered runs req in the background until it succeeds, with a
 // pause that doubles from bgMinDelay to bgMaxDelay between failures. Close
 // stops it. After Close, req makes one attempt, at once and in the
 // caller's goroutine, of at most closedAttemptTimeout.
@@ -382,7 +382,10 @@ func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
 			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
 			err := req(actx)
 			cancel()
-			if err == nil || (isRedisReply(err) && !notRunYet(err)) {
+			// An error reply, too, means that the request did not run:
+			// Redis refused it (loading, read-only, authentication) or
+			// was not reached.
+			if err == nil {
 				return
 			}
 			select {
@@ -414,7 +417,7 @@ func (m *Mutex) revokeTTL() string {
 func markerKey(rkey, token string) string { return rkey + ":x:" + token }
 
 // releaseUnknown gives up an acquire with token whose outcome is unknown:
-// in the background, until Redis answers, it releases what the acquire
+// in the background, until it succeeds, it releases what the acquire
 // took and marks the token revoked, so that an acquire that reaches Redis
 // after that takes nothing.
 func (m *Mutex) releaseUnknown(rkeys []string, token string) {
@@ -434,18 +437,6 @@ func (m *Mutex) releaseLate(l *lease) {
 		_, _, err := m.mode.release(ctx, l)
 		return err
 	})
-}
-
-// notRunYet reports whether an error reply says that the server did not
-// run the request for now: it is loading its data, busy with a script, a
-// replica, or without a primary.
-func notRunYet(err error) bool {
-	for _, p := range []string{"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"} {
-		if redis.HasErrorPrefix(err, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func isRedisReply(err error) bool {
