@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -153,16 +152,7 @@ func (f *fifo) tryLock(ctx context.Context, keys, rkeys []string) (Lease, error)
 	if err != nil {
 		return nil, err
 	}
-	l, blocked, err := f.join(ctx, keys, rkeys, token, true)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("acquire: %w", err)
-	case l != nil:
-		return l, nil
-	case blocked != nil:
-		return nil, blocked
-	}
-	return nil, fmt.Errorf("acquire: reply arrived after the lease's validity: %w", os.ErrDeadlineExceeded)
+	return tried(f.join(ctx, keys, rkeys, token, true))
 }
 
 // join takes the resources if nobody holds or waits for any of them;

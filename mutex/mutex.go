@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strconv"
 	"sync"
@@ -503,6 +504,20 @@ func (m *Mutex) grantOrBlocked(res []any, keys, rkeys []string, token string, st
 		}
 	}
 	return nil, blocked, nil
+}
+
+// tried turns the outcome of TryLock's one attempt into its result: a
+// grant whose reply came after its validity (released already) is an error.
+func tried(l *lease, blocked *NotObtainedError, err error) (Lease, error) {
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("acquire: %w", err)
+	case l != nil:
+		return l, nil
+	case blocked != nil:
+		return nil, blocked
+	}
+	return nil, fmt.Errorf("acquire: reply arrived after the lease's validity: %w", os.ErrDeadlineExceeded)
 }
 
 // leaseOrNil keeps a nil *lease from becoming a non-nil Lease.

@@ -2,8 +2,6 @@ package mutex
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"time"
 )
 
@@ -97,16 +95,7 @@ func (p *plain) kickLocked(qs []*keyQueue) {
 }
 
 func (p *plain) tryLock(ctx context.Context, keys, rkeys []string) (Lease, error) {
-	l, blocked, err := p.attempt(ctx, keys, rkeys)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("acquire: %w", err)
-	case l != nil:
-		return l, nil
-	case blocked != nil:
-		return nil, blocked
-	}
-	return nil, fmt.Errorf("acquire: reply arrived after the lease's validity: %w", os.ErrDeadlineExceeded)
+	return tried(p.attempt(ctx, keys, rkeys))
 }
 
 // attempt runs the acquire script once under a new token. It returns a
