@@ -25,13 +25,13 @@
 // package mutex (mutex.Renewer): by default the process-wide one that
 // mutex.RunLocked and mutex.WithLock use too, or one given with
 // WithScheduler. It runs one goroutine only while there are leases to
-// renew, and a few workers that send the renewals falling due together to
-// Redis in one pipeline per client, each from a goroutine of its own so
-// that a Redis that does not answer holds up no other. Unlock stops a
-// lease's renewals without waiting for one in flight. Holding 10,000 leases with a 3s TTL (10,000
-// renewals per second) took 60 to 120 Redis round trips per second, two
-// goroutines on average, and under 100 bytes per lease on top of the lease itself
-// in BenchmarkAutoExtendSoak.
+// renew, and sends the renewals falling due together to Redis in one
+// pipeline per client, each from a goroutine of its own so that a Redis
+// that does not answer holds up no other. Unlock stops a lease's renewals
+// without waiting for one in flight. Holding 10,000 leases with a 3s TTL
+// (10,000 renewals per second) took 60 to 120 Redis round trips per
+// second, two goroutines on average, and under 100 bytes per lease on top
+// of the lease itself in BenchmarkAutoExtendSoak.
 //
 // Errors: bad options make every call of the decorated Locker fail with an
 // error wrapping mutex.ErrInvalid before any Redis call, such as "mutex:

@@ -10,11 +10,10 @@ const (
 )
 
 // SchedulerConfig configures a Scheduler. The zero value means the
-// defaults: Workers is how many batches of renewals may be prepared at once
-// (DefaultWorkers if zero), BatchSize the largest number of leases renewed
-// together (DefaultBatchSize if zero), and Window how far apart renewals
-// may fall due and still be made together, the later ones early
-// (DefaultWindow if zero).
+// defaults: BatchSize is the largest number of leases renewed together
+// (DefaultBatchSize if zero), and Window how far apart renewals may fall
+// due and still be made together, the later ones early (DefaultWindow if
+// zero). Workers has no effect (see mutex.RenewerConfig).
 type SchedulerConfig = mutex.RenewerConfig
 
 // SchedulerStats counts what a Scheduler did: the leases being renewed now,
@@ -29,9 +28,8 @@ type SchedulerStats = mutex.RenewerStats
 // shares the process-wide one, mutex.DefaultRenewer, with them.
 //
 // One Scheduler serves any number of leases with one goroutine that keeps
-// them in a heap ordered by due time, plus at most Workers goroutines that
-// prepare the renewals: renewals due within Window of each other go
-// together, in batches of up to BatchSize, and the leases of Mutexes that
+// them in a heap ordered by due time: renewals due within Window of each
+// other go together, in batches of up to BatchSize, and the leases of Mutexes that
 // share a Redis client go to Redis in one pipeline (as with
 // mutex.ExtendMany), each client's in a goroutine of its own.
 //

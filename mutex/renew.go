@@ -5,14 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jpillora/backoff"
 )
 
 // Defaults of RenewerConfig.
 const (
+	// DefaultRenewerWorkers is kept with RenewerConfig.Workers, which has
+	// no effect.
 	DefaultRenewerWorkers   = 4
 	DefaultRenewerBatchSize = 512
 	DefaultRenewerWindow    = 5 * time.Millisecond
@@ -82,10 +85,10 @@ func findDeadliner(lease Lease) Deadliner {
 
 // RenewerConfig configures a Renewer. The zero value means the defaults.
 type RenewerConfig struct {
-	// Workers is how many batches of renewals may be prepared at once
-	// (DefaultRenewerWorkers if zero). The extensions of a batch run
-	// concurrently, one pipeline per Redis client, so that a Redis that
-	// does not answer holds up no lease of another.
+	// Workers has no effect; it is kept so that configurations that set
+	// it still compile. Extensions run in one goroutine per Redis client
+	// with extensions due, so that a Redis that does not answer holds up no
+	// lease of another. Negative values are still refused.
 	Workers int
 	// BatchSize is the largest number of leases extended in one batch
 	// (DefaultRenewerBatchSize if zero).
@@ -135,9 +138,8 @@ type RenewPolicy struct {
 // Scheduler is a Renewer.
 //
 // One Renewer serves any number of leases with one goroutine that keeps
-// them in a heap ordered by due time, plus at most Workers goroutines that
-// prepare the renewals: renewals due within Window of each other go
-// together, in batches of up to BatchSize. Each lease is extended with its
+// them in a heap ordered by due time: renewals due within Window of each
+// other go together, in batches of up to BatchSize. Each lease is extended with its
 // own Extend method, except that the leases of Mutexes that share a Redis
 // client are extended in one pipeline, as by ExtendMany. The extensions of
 // a batch run concurrently, one goroutine per client (and per other
@@ -162,19 +164,16 @@ type RenewPolicy struct {
 // answer, it ends with the client's read timeout. Either way each lease
 // still ends at its own deadline, and Renewal.Stop does not wait for it.
 type Renewer struct {
-	workers int
-	batch   int
-	window  time.Duration
-	shared  bool            // the process-wide Renewer, which is never closed
-	ctx     context.Context // cancelled by Close, ends renewals in flight
-	cancel  context.CancelFunc
+	batch  int
+	window time.Duration
+	shared bool            // the process-wide Renewer, which is never closed
+	ctx    context.Context // cancelled by Close, ends renewals in flight
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	heap    renewalHeap
-	queue   [][]*Renewal // batches waiting for a worker
-	busy    int          // workers running
-	running bool         // the timer goroutine is running
-	leases  int          // renewals started and not yet dropped
+	running bool // the timer goroutine is running
+	leases  int  // renewals started and not yet dropped
 	closed  bool
 	wake    chan struct{} // tells the timer goroutine of an earlier due time
 	wg      sync.WaitGroup
@@ -188,7 +187,7 @@ type Renewer struct {
 
 // defaultRenewer is the process-wide Renewer.
 var defaultRenewer = func() *Renewer {
-	r := newRenewer(DefaultRenewerWorkers, DefaultRenewerBatchSize, DefaultRenewerWindow)
+	r := newRenewer(DefaultRenewerBatchSize, DefaultRenewerWindow)
 	r.shared = true
 	return r
 }()
@@ -205,28 +204,24 @@ func NewRenewer(cfg RenewerConfig) (*Renewer, error) {
 	if cfg.Workers < 0 || cfg.BatchSize < 0 || cfg.Window < 0 {
 		return nil, fmt.Errorf("%w: negative value in renewer config %+v", ErrInvalid, cfg)
 	}
-	workers, batch, window := cfg.Workers, cfg.BatchSize, cfg.Window
-	if workers == 0 {
-		workers = DefaultRenewerWorkers
-	}
+	batch, window := cfg.BatchSize, cfg.Window
 	if batch == 0 {
 		batch = DefaultRenewerBatchSize
 	}
 	if window == 0 {
 		window = DefaultRenewerWindow
 	}
-	return newRenewer(workers, batch, window), nil
+	return newRenewer(batch, window), nil
 }
 
-func newRenewer(workers, batch int, window time.Duration) *Renewer {
+func newRenewer(batch int, window time.Duration) *Renewer {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Renewer{
-		workers: workers,
-		batch:   batch,
-		window:  window,
-		ctx:     ctx,
-		cancel:  cancel,
-		wake:    make(chan struct{}, 1),
+		batch:  batch,
+		window: window,
+		ctx:    ctx,
+		cancel: cancel,
+		wake:   make(chan struct{}, 1),
 	}
 }
 
@@ -272,13 +267,7 @@ func (r *Renewer) Close() error {
 			x.index = -1
 			r.dropLocked(x)
 		}
-		for _, b := range r.queue {
-			for _, x := range b {
-				r.dropLocked(x)
-			}
-		}
 		r.heap = nil
-		r.queue = nil
 		r.cancel()
 		r.signal()
 	}
@@ -375,8 +364,8 @@ func (r *Renewer) signal() {
 	}
 }
 
-// loop hands due renewals to the workers, sleeping until the next one falls
-// due. It exits when no lease is left.
+// loop starts the due renewals, sleeping until the next one falls due. It
+// exits when no lease is left.
 func (r *Renewer) loop() {
 	defer r.wg.Done()
 	timer := time.NewTimer(time.Hour)
@@ -408,55 +397,26 @@ func (r *Renewer) loop() {
 			}
 			batch = append(batch, x)
 			if len(batch) == r.batch {
-				r.dispatchLocked(batch)
+				r.renewLocked(batch)
 				batch = nil
 			}
 		}
 		if len(batch) > 0 {
-			r.dispatchLocked(batch)
+			r.renewLocked(batch)
 		}
 		r.mu.Unlock()
 	}
 }
 
-// dispatchLocked queues a batch and starts a worker for it if one may start.
-func (r *Renewer) dispatchLocked(batch []*Renewal) {
-	r.queue = append(r.queue, batch)
-	if r.busy < r.workers {
-		r.busy++
-		r.wg.Add(1)
-		go r.work()
-	}
-}
-
-// work renews queued batches until none is left.
-func (r *Renewer) work() {
-	defer r.wg.Done()
-	for {
-		r.mu.Lock()
-		if len(r.queue) == 0 {
-			r.busy--
-			r.mu.Unlock()
-			return
-		}
-		batch := r.queue[0]
-		r.queue[0] = nil
-		r.queue = r.queue[1:]
-		r.mu.Unlock()
-		r.renew(batch)
-	}
-}
-
-// renew starts the extensions of a batch of leases: one goroutine per
-// Redis client among the leases of Mutexes, whose extensions go in one
+// renewLocked starts the extensions of a batch of leases: one goroutine
+// per Redis client among the leases of Mutexes, whose extensions go in one
 // pipeline, and one per other lease, so that a Redis that does not answer
-// holds up its own leases only. It does not wait for them.
-func (r *Renewer) renew(batch []*Renewal) {
+// holds up its own leases only. It does not wait for them. r.mu must be
+// held.
+func (r *Renewer) renewLocked(batch []*Renewal) {
 	units := make(map[any][]*Renewal)
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, x := range batch {
-		if x.stopped || r.closed { // Stop or Close came while queued
+		if r.closed {
 			r.dropLocked(x)
 			continue
 		}
@@ -535,7 +495,7 @@ func (r *Renewer) extend(batch []*Renewal) {
 	// An extension that has not succeeded by the validity deadline cannot
 	// save its lease any more.
 	ctx, cancel := context.WithDeadline(r.ctx, until)
-	errs := extendBatch(ctx, batch)
+	errs := extendUnit(ctx, batch)
 	cancel()
 	r.renewals.Add(uint64(len(batch)))
 
@@ -565,29 +525,18 @@ func (r *Renewer) extend(batch []*Renewal) {
 	}
 }
 
-// extendBatch extends the leases of a batch: the leases of Mutexes in one
-// pipeline per client (ExtendMany), any other lease with its own Extend.
-func extendBatch(ctx context.Context, batch []*Renewal) []error {
-	errs := make([]error, len(batch))
-	var own []Lease
-	var at []int
-	for i, x := range batch {
-		if l, ok := x.lease.(*lease); ok {
-			own = append(own, l)
-			at = append(at, i)
-		}
+// extendUnit extends the leases of one unit (see unitOf): the leases of
+// Mutexes on one client in one pipeline (ExtendMany), or one other lease
+// with its own Extend, so that its decorators see the extension.
+func extendUnit(ctx context.Context, unit []*Renewal) []error {
+	if _, ok := unit[0].lease.(*lease); !ok {
+		return []error{unit[0].lease.Extend(ctx)}
 	}
-	if len(own) > 0 {
-		for j, err := range ExtendMany(ctx, own...) {
-			errs[at[j]] = err
-		}
+	leases := make([]Lease, len(unit))
+	for i, x := range unit {
+		leases[i] = x.lease
 	}
-	for i, x := range batch {
-		if _, ok := x.lease.(*lease); !ok {
-			errs[i] = x.lease.Extend(ctx)
-		}
-	}
-	return errs
+	return ExtendMany(ctx, leases...)
 }
 
 // fallbackInterval is the renewal interval of a lease whose validity
@@ -632,18 +581,13 @@ func (x *Renewal) nextDue(now time.Time) time.Time {
 // from minRetryDelay with jitter, never by more than a quarter of the
 // remaining validity, and never after the deadline.
 func (x *Renewal) retryDue(now time.Time) time.Time {
-	limit := x.fallbackInterval() / 2
+	b := backoff.Backoff{Min: minRetryDelay, Max: x.fallbackInterval() / 2, Factor: 2, Jitter: true}
 	dl, ok := Deadline(x.lease)
 	if ok {
-		limit = dl.Sub(now) / 4
+		b.Max = dl.Sub(now) / 4
 	}
-	d := min(minRetryDelay<<min(x.failures-1, 16), max(limit, minRetryDelay))
-	if d > minRetryDelay {
-		// Somewhere between the first delay and d, so that leases that
-		// failed together do not retry together.
-		d = minRetryDelay + rand.N(d-minRetryDelay)
-	}
-	due := now.Add(d)
+	b.Max = max(b.Max, b.Min)
+	due := now.Add(b.ForAttempt(float64(x.failures - 1)))
 	if ok && due.After(dl) {
 		due = dl
 	}
