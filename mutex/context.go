@@ -76,7 +76,7 @@ func sameLocker(a, b Locker) bool {
 	if ta == nil {
 		return true
 	}
-	return reflect.ValueOf(a).Comparable() && reflect.ValueOf(b).Comparable() && a == b
+	return isComparable(a) && isComparable(b) && a == b
 }
 
 func containsAll(held, keys []string) bool {

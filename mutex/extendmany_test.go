@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -59,4 +60,40 @@ func TestExtendMany(t *testing.T) {
 		require.NoError(t, l.Unlock(ctx))
 	}
 	require.NoError(t, c.Del(ctx, cfg.Prefix+":{t}").Err())
+}
+
+// taggedClient is a client of a type that cannot be a map key.
+type taggedClient struct {
+	*redis.Client
+	tags []string
+}
+
+// Leases of a client whose type cannot be a map key are extended one by
+// one, by ExtendMany and by a Renewer, instead of panicking.
+func TestExtendManyUncomparableClient(t *testing.T) {
+	srv := redistest.Shared(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 600 * time.Millisecond}
+	m, err := mutex.New(taggedClient{Client: srv.Client(t), tags: []string{"a"}}, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	ctx := t.Context()
+	a := must[mutex.Lease](t)(m.Lock(ctx, "a"))
+	b := must[mutex.Lease](t)(m.Lock(ctx, "b"))
+	for i, err := range mutex.ExtendMany(ctx, a, b) {
+		require.NoError(t, err, "lease %d", i)
+	}
+
+	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+	for _, l := range []mutex.Lease{a, b} {
+		x, err := r.Renew(l, mutex.RenewPolicy{})
+		require.NoError(t, err)
+		defer x.Stop()
+	}
+	time.Sleep(2 * cfg.TTL)
+	require.NoError(t, a.Err())
+	require.NoError(t, b.Err())
+	require.NoError(t, a.Unlock(ctx))
+	require.NoError(t, b.Unlock(ctx))
 }

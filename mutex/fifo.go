@@ -206,7 +206,7 @@ func (f *fifo) leave(rkeys []string, token string, revoke bool) {
 		ttl = f.m.revokeTTL()
 	}
 	keys := fifoKeys(rkeys, token)
-	f.m.untilAnswered(func(ctx context.Context) error {
+	f.m.untilDone(func(ctx context.Context) error {
 		return fifoLeaveScript.Run(ctx, f.m.client, keys, token, f.wakeBase, ttl).Err()
 	})
 }

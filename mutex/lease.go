@@ -152,7 +152,7 @@ func (l *lease) extended(start time.Time, idx int64, err error) error {
 		// The validity ran out while the call was in flight.
 		return fmt.Errorf("extend: %w", l.err)
 	}
-	l.deadline = start.Add(l.m.ttl - l.m.drift)
+	l.deadline = start.Add(l.m.ttl - driftFor(l.m.ttl))
 	l.timer.Reset(time.Until(l.deadline))
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jpillora/backoff"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -107,7 +108,6 @@ type Mutex struct {
 	prefix string
 	ttl    time.Duration
 	ttlMS  string
-	drift  time.Duration
 	mode   mode
 
 	mu       sync.Mutex
@@ -186,7 +186,6 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		prefix:   prefix,
 		ttl:      ttl,
 		ttlMS:    strconv.FormatInt(ttl.Milliseconds(), 10),
-		drift:    driftFor(ttl),
 	}
 	if cfg.FIFO {
 		m.mode = newFIFO(m)
@@ -371,14 +370,14 @@ const (
 	closedAttemptTimeout = time.Second
 )
 
-// untilAnswered runs req in the background until it succeeds, with a
-// pause that doubles from bgMinDelay to bgMaxDelay between failures. Close
-// stops it. After Close, req makes one attempt, at once and in the
-// caller's goroutine, of at most closedAttemptTimeout.
-func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
+// untilDone runs req in the background until it succeeds, with a pause
+// that doubles from bgMinDelay to bgMaxDelay between failures. Close stops
+// it. After Close, req makes one attempt, at once and in the caller's
+// goroutine, of at most closedAttemptTimeout.
+func (m *Mutex) untilDone(req func(ctx context.Context) error) {
 	m.mu.Lock()
 	started := m.goLocked(func(ctx context.Context) {
-		delay := bgMinDelay
+		b := backoff.Backoff{Min: bgMinDelay, Max: bgMaxDelay, Factor: 2}
 		for {
 			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
 			err := req(actx)
@@ -392,9 +391,8 @@ func (m *Mutex) untilAnswered(req func(ctx context.Context) error) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(delay):
+			case <-time.After(b.Duration()):
 			}
-			delay = min(2*delay, bgMaxDelay)
 		}
 	})
 	m.mu.Unlock()
@@ -426,7 +424,7 @@ func (m *Mutex) releaseUnknown(rkeys []string, token string) {
 	copy(keys, rkeys)
 	keys = append(keys, markerKey(rkeys[0], token))
 	ttl := m.revokeTTL()
-	m.untilAnswered(func(ctx context.Context) error {
+	m.untilDone(func(ctx context.Context) error {
 		return releaseTokenScript.Run(ctx, m.client, keys, token, ttl).Err()
 	})
 }
@@ -434,7 +432,7 @@ func (m *Mutex) releaseUnknown(rkeys []string, token string) {
 // releaseLate releases a lease that was granted but whose validity had run
 // out by the time the reply arrived, so it was never handed out.
 func (m *Mutex) releaseLate(l *lease) {
-	m.untilAnswered(func(ctx context.Context) error {
+	m.untilDone(func(ctx context.Context) error {
 		_, _, err := m.mode.release(ctx, l)
 		return err
 	})
@@ -455,9 +453,9 @@ func (m *Mutex) newToken(kind string) (string, error) {
 	return m.id + "." + kind + base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-// ended turns an error of a request made for a Lock or TryLock into the
-// error to return: a *NotObtainedError if ctx ended meanwhile, since the
-// caller's wait ended whatever Redis did.
+// ended turns an error of a request made for a Lock into the error to
+// return: a *NotObtainedError if ctx ended meanwhile, since the caller's
+// wait ended whatever Redis did.
 func ended(ctx context.Context, last *NotObtainedError, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return notObtained(last, cerr)

@@ -1,9 +1,12 @@
 package mutex_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,6 +177,65 @@ func TestLockAfterLostSubscribeWakesOnRelease(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
 			got := lockAsync(ctx, m, "k")
+			time.Sleep(300 * time.Millisecond)
+			require.NoError(t, held.Unlock(ctx))
+			released := time.Now()
+			g, ok := receiveWithin(got, 2*time.Second)
+			if !ok {
+				g = <-got
+			}
+			defer unlockIfHeld(g)
+			require.True(t, ok, "Lock still waited 2s after the release, with a TTL of %v; it returned %v after it with %v",
+				cfg.TTL, g.at.Sub(released), g.err)
+			require.NoError(t, g.err)
+		})
+	}
+}
+
+// failFirstSubscribe is a connection whose first write of a SUBSCRIBE
+// fails, closing it, once armed.
+type failFirstSubscribe struct {
+	net.Conn
+	armed *atomic.Bool
+}
+
+func (c *failFirstSubscribe) Write(b []byte) (int, error) {
+	if bytes.Contains(b, []byte("$9\r\nsubscribe\r\n")) && c.armed.CompareAndSwap(true, false) {
+		_ = c.Conn.Close()
+		return 0, errors.New("injected write failure")
+	}
+	return c.Conn.Write(b)
+}
+
+// A SUBSCRIBE whose write fails makes go-redis reconnect and subscribe
+// again to the channels it knew before that request, not to the new one:
+// the request is written again, so the waiter still hears the release.
+func TestFailedSubscribeWriteIsRetried(t *testing.T) {
+	for _, cc := range retryConfigs {
+		t.Run(cc.Name, func(t *testing.T) {
+			srv := redistest.Shared(t)
+			cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second}
+			armed := new(atomic.Bool)
+			armed.Store(true)
+			c := srv.Client(t, cc.Mod, func(o *redis.Options) {
+				o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					var d net.Dialer
+					conn, err := d.DialContext(ctx, network, addr)
+					if err != nil {
+						return nil, err
+					}
+					return &failFirstSubscribe{Conn: conn, armed: armed}, nil
+				}
+			})
+			m := newMutexOn(t, c, cfg)
+			other := newMutex(t, srv, cfg)
+			held := must[mutex.Lease](t)(other.Lock(t.Context(), "k"))
+
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			got := lockAsync(ctx, m, "k")
+			require.Eventually(t, func() bool { return !armed.Load() }, 5*time.Second, time.Millisecond,
+				"the SUBSCRIBE was never written")
 			time.Sleep(300 * time.Millisecond)
 			require.NoError(t, held.Unlock(ctx))
 			released := time.Now()

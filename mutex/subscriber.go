@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jpillora/backoff"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -103,13 +104,7 @@ func (s *subscriber) write() {
 		// Write what is still wanted now: a subscription asked for and
 		// given up since, or ended and asked for again, is left alone.
 		for i, op := range ops {
-			var keep []string
-			for _, c := range op.channels {
-				if s.want[c] == op.subscribe {
-					keep = append(keep, c)
-				}
-			}
-			ops[i].channels = keep
+			ops[i].channels = s.stillLocked(op)
 		}
 		s.m.mu.Unlock()
 		for _, op := range ops {
@@ -128,16 +123,17 @@ func (s *subscriber) write() {
 			// A failed write makes go-redis reconnect, and subscribe again
 			// to the channels it knew of before this request: write the
 			// request again until it goes through, or is no longer wanted.
-			for delay := 10 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-				if s.ps.Subscribe(ctx, op.channels...) == nil {
-					break
-				}
+			b := backoff.Backoff{Min: 10 * time.Millisecond, Max: time.Second, Factor: 2}
+			for s.ps.Subscribe(ctx, op.channels...) != nil {
 				select {
 				case <-s.stop:
 					return
-				case <-time.After(delay):
+				case <-time.After(b.Duration()):
 				}
-				if op.channels = s.stillWanted(op.channels); len(op.channels) == 0 {
+				s.m.mu.Lock()
+				op.channels = s.stillLocked(op)
+				s.m.mu.Unlock()
+				if len(op.channels) == 0 {
 					break
 				}
 			}
@@ -156,13 +152,12 @@ func (s *subscriber) countUnsubscribes(channels []string, d int) {
 	}
 }
 
-// stillWanted returns the channels that are still to be subscribed to.
-func (s *subscriber) stillWanted(channels []string) []string {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
+// stillLocked returns the channels of op whose subscription is still to be
+// made, or still to be ended. m.mu must be held.
+func (s *subscriber) stillLocked(op subOp) []string {
 	var keep []string
-	for _, c := range channels {
-		if s.want[c] {
+	for _, c := range op.channels {
+		if s.want[c] == op.subscribe {
 			keep = append(keep, c)
 		}
 	}

@@ -1,7 +1,9 @@
 -- FIFO mode: a queued waiter takes its resources if it is at the head of
 -- every queue and no lock key is held.
 -- KEYS: for each resource, its lock key, queue key and deadline key; then
--- the revocation marker of the token.
+-- the revocation marker of the token, which a claim need not check: a
+-- revoked token has left its queues, and only fifo_lock, which checks it,
+-- puts a token in a queue.
 -- ARGV[1]: owner token, ARGV[2]: TTL in ms. A deadline entry the waiter may
 -- have is removed later by its Mutex's renewal, off the handoff path.
 -- Returns {1, fence} when granted, or found granted: by a release whose
@@ -13,9 +15,6 @@ local n = (#KEYS - 1) / 3
 local fence = reclaim(ARGV[1], ARGV[2], n, 3)
 if fence then
   return {1, fence}
-end
-if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
-  return {-1, 1}
 end
 for i = 1, n do
   local head = redis.call('ZRANGE', KEYS[3*i-1], 0, 0)
