@@ -2,10 +2,14 @@ package mutex_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -128,5 +132,37 @@ func TestLateAcquireAfterBackgroundReleaseIsReleased(t *testing.T) {
 					"the key was still held %v after the late acquire ran, with a TTL of %v", time.Since(ran), cfg.TTL)
 			})
 		}
+	}
+}
+
+// An acquire that was never written to Redis (its connection could not be
+// dialled) has no unknown outcome: nothing is released or revoked for it
+// once Redis can be reached again.
+func TestAcquireNeverSentLeavesNothing(t *testing.T) {
+	for _, cc := range retryConfigs {
+		t.Run(cc.Name, func(t *testing.T) {
+			srv := redistest.Shared(t)
+			cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second}
+			down := new(atomic.Bool)
+			down.Store(true)
+			c := srv.Client(t, cc.Mod, func(o *redis.Options) {
+				o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					if down.Load() {
+						return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("injected refusal")}
+					}
+					var d net.Dialer
+					return d.DialContext(ctx, network, addr)
+				}
+			})
+			m := newMutexOn(t, c, cfg)
+			_, err := m.TryLock(t.Context(), "k")
+			require.Error(t, err)
+			down.Store(false)
+			// A background release, had one started, retries within this.
+			time.Sleep(500 * time.Millisecond)
+			assert.Empty(t, keysLeft(t, srv.Client(t), cfg.Prefix))
+			l := must[mutex.Lease](t)(m.TryLock(t.Context(), "k"))
+			require.NoError(t, l.Unlock(t.Context()))
+		})
 	}
 }
