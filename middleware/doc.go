@@ -29,7 +29,7 @@
 // pipeline per client, each from a goroutine of its own so that a Redis
 // that does not answer holds up no other. Unlock stops a lease's renewals
 // without waiting for one in flight. Holding 10,000 leases with a 3s TTL
-// (10,000 renewals per second) took 60 to 120 Redis round trips per
+// (10,000 renewals per second) took 50 to 120 Redis round trips per
 // second, two goroutines on average, and under 100 bytes per lease on top
 // of the lease itself in BenchmarkAutoExtendSoak.
 //
