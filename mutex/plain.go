@@ -24,6 +24,9 @@ type keyQueue struct {
 	key     string
 	waiters []*waiter
 	ready   chan struct{} // closed once Redis confirmed the subscription
+	// releases counts the release announcements of the key, so that a
+	// waiter can tell that one came while its attempt was in flight.
+	releases uint64
 }
 
 // waiter is one Lock call waiting in the queues of its keys. Guarded by
@@ -49,6 +52,15 @@ func (w *waiter) signal() {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// releasesLocked sums the release announcements of the waiter's keys.
+func (w *waiter) releasesLocked() uint64 {
+	var n uint64
+	for _, q := range w.queues {
+		n += q.releases
+	}
+	return n
 }
 
 // claims reports whether the waiter may take key next: it has not tried
@@ -83,15 +95,30 @@ func (q *keyQueue) firstClaimer() *waiter {
 }
 
 // kickLocked wakes the waiters of qs that may try now and have a reason
-// to: no attempt yet, or a release they missed.
-func (p *plain) kickLocked(qs []*keyQueue) {
+// to: no attempt yet, or a release they missed. With held, a waiter that
+// just left qs holds their keys: a waiter that claims one of them is left
+// to wait for its release.
+func (p *plain) kickLocked(qs []*keyQueue, held bool) {
 	for _, q := range qs {
 		for _, x := range q.waiters {
+			if held && claimsAny(x, qs) {
+				continue
+			}
 			if (x.blocked == "" || x.missed) && x.mayTryLocked() {
 				x.signal()
 			}
 		}
 	}
+}
+
+// claimsAny reports whether x claims the key of one of qs.
+func claimsAny(x *waiter, qs []*keyQueue) bool {
+	for _, q := range qs {
+		if x.claims(q.key) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *plain) tryLock(ctx context.Context, keys, rkeys []string) (Lease, error) {
@@ -166,7 +193,7 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 	}
 	m.mu.Lock()
 	w.missed = true
-	p.kickLocked(w.queues)
+	p.kickLocked(w.queues, false)
 	m.mu.Unlock()
 
 	timer := time.NewTimer(m.ttl)
@@ -190,6 +217,7 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		if run {
 			w.missed = false
 		}
+		heard := w.releasesLocked()
 		m.mu.Unlock()
 		if closed {
 			return nil, ErrClosed
@@ -214,8 +242,13 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		last = b
 		m.mu.Lock()
 		w.blocked = rkeys[indexOf(keys, b.Key)]
+		if w.releasesLocked() != heard {
+			// A release came during the attempt, and may have gone to a
+			// waiter that claimed the key while we claimed another.
+			w.signal()
+		}
 		// Waiters behind us on our other keys may try them now.
-		p.kickLocked(w.queues)
+		p.kickLocked(w.queues, false)
 		m.mu.Unlock()
 		// Re-check when the holder's TTL runs out at the latest, in case
 		// its release announcement is lost.
@@ -326,9 +359,8 @@ func (p *plain) dequeue(w *waiter, acquired bool) {
 			x.signal()
 		}
 	}
-	if !acquired {
-		p.kickLocked(w.queues)
-	}
+	// Waiters that w no longer holds up may try their other keys.
+	p.kickLocked(w.queues, acquired)
 	if len(gone) > 0 {
 		m.unsubscribeLocked(gone...)
 	}
@@ -343,6 +375,7 @@ func (p *plain) message(key, _ string) {
 	if q == nil {
 		return
 	}
+	q.releases++
 	x := q.firstClaimer()
 	if x == nil {
 		return

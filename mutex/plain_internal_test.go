@@ -2,8 +2,11 @@ package mutex
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/distlock/distlock/internal/redistest"
 )
@@ -68,7 +71,6 @@ func TestWaiterWokenWhenAheadStopsClaimingItsKey(t *testing.T) {
 	}()
 	waitFor(t, "X queued", func() bool { return waiterOf(rb, 1) != nil })
 	X := waiterOf(rb, 1)
-
 	must2(t, lb.Unlock(ctx)) // Y tries: c held -> Y.blocked=c; X kicked: a held -> X.blocked=a
 	waitFor(t, "Y blocked on c", func() bool { b, _ := field(Y); return b == rc })
 	waitFor(t, "X blocked on a", func() bool { b, _ := field(X); return b == ra })
@@ -84,6 +86,83 @@ func TestWaiterWokenWhenAheadStopsClaimingItsKey(t *testing.T) {
 	defer lc2.Unlock(ctx)
 	must2(t, lb2.Unlock(ctx)) // Y tries: b free, c held -> Y.blocked=c; nobody wakes X
 	waitFor(t, "Y blocked on c again", func() bool { b, _ := field(Y); return b == rc })
+	t.Logf("a and b are free now (%v)", time.Since(start))
+	if err := <-xc; err != nil {
+		t.Fatalf("X (a,b) not woken although a and b have been free: %v", err)
+	}
+}
+
+// X (a,b) is blocked on a; Y (b,c) ahead of X in queue b claims b. a's
+// release arrives while Y claims b: X.missed is set. Y then takes b and c
+// and leaves the queues, and releases them: X, which does not claim b, must
+// still be told to try, not sleep until a's old TTL.
+func TestWaiterWokenWhenAheadAcquires(t *testing.T) {
+	srv := redistest.Shared(t)
+	ctx := context.Background()
+	pfx := "iv:" + t.Name()
+	m1, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
+	m2, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
+	defer m1.Close()
+	defer m2.Close()
+	p := m1.mode.(*plain)
+	ra, rb, rc := m1.redisKey("a"), m1.redisKey("b"), m1.redisKey("c")
+	waiterOf := func(key string, i int) *waiter {
+		m1.mu.Lock()
+		defer m1.mu.Unlock()
+		if q := p.queues[key]; q != nil && len(q.waiters) > i {
+			return q.waiters[i]
+		}
+		return nil
+	}
+	field := func(w *waiter) (string, bool) {
+		m1.mu.Lock()
+		defer m1.mu.Unlock()
+		return w.blocked, w.missed
+	}
+	la := must(m2.TryLock(ctx, "a"))
+	lb := must(m2.TryLock(ctx, "b"))
+	lc := must(m2.TryLock(ctx, "c"))
+
+	yc := make(chan error, 1)
+	go func() {
+		l, err := m1.Lock(ctx, "b", "c")
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		yc <- err
+	}()
+	waitFor(t, "Y queued", func() bool { w := waiterOf(rb, 0); return w != nil })
+	Y := waiterOf(rb, 0)
+	waitFor(t, "Y blocked on b", func() bool { b, _ := field(Y); return b == rb })
+
+	xctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	xc := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		l, err := m1.Lock(xctx, "a", "b")
+		if l != nil {
+			defer l.Unlock(ctx)
+		}
+		xc <- err
+	}()
+	waitFor(t, "X queued", func() bool { return waiterOf(rb, 1) != nil })
+	X := waiterOf(rb, 1)
+	must2(t, lb.Unlock(ctx)) // Y tries: c held -> Y.blocked=c; X kicked: a held -> X.blocked=a
+	waitFor(t, "Y blocked on c", func() bool { b, _ := field(Y); return b == rc })
+	waitFor(t, "X blocked on a", func() bool { b, _ := field(X); return b == ra })
+
+	lb2 := must(m2.TryLock(ctx, "b"))
+	must2(t, lc.Unlock(ctx)) // Y tries: b held -> Y.blocked=b (claims b again)
+	waitFor(t, "Y blocked on b again", func() bool { b, _ := field(Y); return b == rb })
+
+	must2(t, la.Unlock(ctx)) // a free; X may not try (Y claims b): X.missed
+	waitFor(t, "X missed", func() bool { _, m := field(X); return m })
+
+	must2(t, lb2.Unlock(ctx)) // Y takes b and c, and releases them
+	if err := <-yc; err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("a and b are free now (%v)", time.Since(start))
 	if err := <-xc; err != nil {
 		t.Fatalf("X (a,b) not woken although a and b have been free: %v", err)
@@ -144,4 +223,113 @@ func TestStaleSubscribeConfirmationIsIgnored(t *testing.T) {
 	delete(p.queues, ch)
 	m.unsubscribeLocked(ch, "iv:other")
 	m.mu.Unlock()
+}
+
+// holdReply holds back the reply of the next script call once armed, until
+// gate is closed; the call itself has run.
+type holdReply struct {
+	armed   atomic.Bool
+	holding chan struct{} // closed when a reply is held back
+	gate    chan struct{}
+}
+
+func (h *holdReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *holdReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "evalsha" && h.armed.CompareAndSwap(true, false) {
+			close(h.holding)
+			<-h.gate
+		}
+		return err
+	}
+}
+
+func (h *holdReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// H (a,b) waits for b; X (a,b) queues behind it. b is released and H
+// tries: a is held then, and while the reply is on its way a is released.
+// The announcement goes to X, which may not try while H claims b, and H,
+// learning only then that a was held, must still try again rather than
+// sleep until a's old TTL.
+func TestReleaseDuringAttemptIsNotLost(t *testing.T) {
+	srv := redistest.Shared(t)
+	ctx := context.Background()
+	pfx := "iv:" + t.Name()
+	hook := &holdReply{holding: make(chan struct{}), gate: make(chan struct{})}
+	c := srv.Client(t)
+	c.AddHook(hook)
+	m1, _ := New(c, Config{Prefix: pfx, TTL: 30 * time.Second})
+	m2, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
+	defer m1.Close()
+	defer m2.Close()
+	p := m1.mode.(*plain)
+	rb := m1.redisKey("b")
+	waiterOf := func(key string, i int) *waiter {
+		m1.mu.Lock()
+		defer m1.mu.Unlock()
+		if q := p.queues[key]; q != nil && len(q.waiters) > i {
+			return q.waiters[i]
+		}
+		return nil
+	}
+	field := func(w *waiter) (string, bool) {
+		m1.mu.Lock()
+		defer m1.mu.Unlock()
+		return w.blocked, w.missed
+	}
+	lb := must(m2.TryLock(ctx, "b"))
+
+	hctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	hc := make(chan error, 1)
+	go func() {
+		l, err := m1.Lock(hctx, "a", "b")
+		if l != nil {
+			defer l.Unlock(ctx)
+		}
+		hc <- err
+	}()
+	waitFor(t, "H queued", func() bool { return waiterOf(rb, 0) != nil })
+	H := waiterOf(rb, 0)
+	waitFor(t, "H blocked on b", func() bool { b, _ := field(H); return b == rb })
+	time.Sleep(200 * time.Millisecond) // H's attempt once subscribed is done
+
+	xc := make(chan error, 1)
+	go func() {
+		l, err := m1.Lock(hctx, "a", "b")
+		if l != nil {
+			defer l.Unlock(ctx)
+		}
+		xc <- err
+	}()
+	waitFor(t, "X queued", func() bool { return waiterOf(rb, 1) != nil })
+	X := waiterOf(rb, 1)
+	time.Sleep(200 * time.Millisecond) // X is subscribed and may not try
+	ra := m1.redisKey("a")
+	releasesOfA := func() uint64 {
+		m1.mu.Lock()
+		defer m1.mu.Unlock()
+		return p.queues[ra].releases
+	}
+	la := must(m2.TryLock(ctx, "a"))
+	hook.armed.Store(true)
+	must2(t, lb.Unlock(ctx)) // H tries: a held; its reply is held back
+	<-hook.holding
+	before := releasesOfA()
+	must2(t, la.Unlock(ctx)) // announced while H claims b: to X, which may not try
+	waitFor(t, "a's release announced", func() bool { return releasesOfA() > before })
+	if _, missed := field(X); !missed {
+		t.Fatal("X was not told of a's release")
+	}
+	close(hook.gate)
+	if err := <-hc; err != nil {
+		t.Fatalf("H (a,b) not woken although a and b have been free: %v", err)
+	}
+	if err := <-xc; err != nil {
+		t.Fatalf("X (a,b): %v", err)
+	}
 }
