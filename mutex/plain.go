@@ -367,7 +367,10 @@ func (p *plain) dequeue(w *waiter, acquired bool) {
 }
 
 // message wakes, for a release announcement on the channel of a key (or a
-// renewed subscription), the first local waiter that claims the key.
+// renewed subscription), the first local waiter that claims the key, if it
+// may try. Every other waiter that claims the key notes the release it
+// missed: it tries once the waiters ahead of it no longer claim its keys,
+// as when the first one's attempt finds another of its keys held.
 func (p *plain) message(key, _ string) {
 	p.m.mu.Lock()
 	defer p.m.mu.Unlock()
@@ -376,14 +379,17 @@ func (p *plain) message(key, _ string) {
 		return
 	}
 	q.releases++
-	x := q.firstClaimer()
-	if x == nil {
-		return
-	}
-	if x.mayTryLocked() {
-		x.signal()
-	} else {
-		x.missed = true
+	first := true
+	for _, x := range q.waiters {
+		if !x.claims(key) {
+			continue
+		}
+		if first && x.mayTryLocked() {
+			x.signal()
+		} else {
+			x.missed = true
+		}
+		first = false
 	}
 }
 

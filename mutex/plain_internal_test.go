@@ -333,3 +333,73 @@ func TestReleaseDuringAttemptIsNotLost(t *testing.T) {
 		t.Fatalf("X (a,b): %v", err)
 	}
 }
+
+// Y (a,c) heads the queue of a and claims it; X (a) waits behind it for a.
+// a's release goes to Y, whose attempt then finds c held: Y stops claiming
+// a, and X, which claims a, must be told that a was released.
+func TestReleaseToAheadWaiterThatMovesOnReachesNext(t *testing.T) {
+	srv := redistest.Shared(t)
+	ctx := context.Background()
+	pfx := "iv:" + t.Name()
+	m1, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
+	m2, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
+	defer m1.Close()
+	defer m2.Close()
+	p := m1.mode.(*plain)
+	ra, rc := m1.redisKey("a"), m1.redisKey("c")
+	waiterOf := func(key string, i int) *waiter {
+		m1.mu.Lock()
+		defer m1.mu.Unlock()
+		if q := p.queues[key]; q != nil && len(q.waiters) > i {
+			return q.waiters[i]
+		}
+		return nil
+	}
+	field := func(w *waiter) (string, bool) {
+		m1.mu.Lock()
+		defer m1.mu.Unlock()
+		return w.blocked, w.missed
+	}
+	lc := must(m2.TryLock(ctx, "c"))
+
+	yc := make(chan error, 1)
+	go func() {
+		l, err := m1.Lock(ctx, "a", "c")
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		yc <- err
+	}()
+	waitFor(t, "Y queued", func() bool { return waiterOf(ra, 0) != nil })
+	Y := waiterOf(ra, 0)
+	waitFor(t, "Y blocked on c", func() bool { b, _ := field(Y); return b == rc })
+	time.Sleep(200 * time.Millisecond) // Y's attempt once subscribed is done
+
+	la := must(m2.TryLock(ctx, "a"))
+	xctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	xc := make(chan error, 1)
+	go func() {
+		l, err := m1.Lock(xctx, "a")
+		if l != nil {
+			defer l.Unlock(ctx)
+		}
+		xc <- err
+	}()
+	waitFor(t, "X queued", func() bool { return waiterOf(ra, 1) != nil })
+	X := waiterOf(ra, 1)
+	waitFor(t, "X blocked on a", func() bool { b, m := field(X); return b == ra && !m })
+
+	must2(t, lc.Unlock(ctx)) // Y tries: a held -> Y.blocked=a, ahead of X
+	waitFor(t, "Y blocked on a", func() bool { b, _ := field(Y); return b == ra })
+	lc2 := must(m2.TryLock(ctx, "c"))
+	must2(t, la.Unlock(ctx)) // to Y, which tries: c held -> Y.blocked=c
+	waitFor(t, "Y blocked on c again", func() bool { b, _ := field(Y); return b == rc })
+	if err := <-xc; err != nil {
+		t.Fatalf("X (a) not woken although a has been free: %v", err)
+	}
+	must2(t, lc2.Unlock(ctx))
+	if err := <-yc; err != nil {
+		t.Fatal(err)
+	}
+}
