@@ -21,33 +21,58 @@ func waitFor(t *testing.T, what string, f func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-// X (a,b) is blocked on a; Y (b,c) ahead of X in queue b claims b. a's
-// release arrives while Y claims b: X.missed is set. Y then blocks on c and
-// stops claiming b, but kickLocked only looks at first claimers of Y's
-// queues, and X does not claim b: X sleeps until a's old TTL.
-func TestWaiterWokenWhenAheadStopsClaimingItsKey(t *testing.T) {
-	srv := redistest.Shared(t)
-	ctx := context.Background()
-	pfx := "iv:" + t.Name()
-	m1, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
-	m2, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
-	defer m1.Close()
-	defer m2.Close()
-	p := m1.mode.(*plain)
-	ra, rb, rc := m1.redisKey("a"), m1.redisKey("b"), m1.redisKey("c")
-	waiterOf := func(key string, i int) *waiter {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
+// newPlainPair returns a plain Mutex on c, whose local queues a test looks
+// into, and another Mutex on the same keys; both are closed at cleanup.
+func newPlainPair(t *testing.T, c *redis.Client, pfx string) (m1, m2 *Mutex, p *plain) {
+	t.Helper()
+	cfg := Config{Prefix: pfx, TTL: 30 * time.Second}
+	m1, err := New(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m1.Close() })
+	m2, err = New(redistest.Shared(t).Client(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.Close() })
+	return m1, m2, m1.mode.(*plain)
+}
+
+// waiterIn returns a function that finds the i-th waiter of the queue of a
+// Redis key, or nil.
+func waiterIn(m *Mutex, p *plain) func(key string, i int) *waiter {
+	return func(key string, i int) *waiter {
+		m.mu.Lock()
+		defer m.mu.Unlock()
 		if q := p.queues[key]; q != nil && len(q.waiters) > i {
 			return q.waiters[i]
 		}
 		return nil
 	}
-	field := func(w *waiter) (string, bool) {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
+}
+
+// stateOf returns a function that reads the key a waiter is blocked on and
+// whether it missed a release.
+func stateOf(m *Mutex) func(w *waiter) (string, bool) {
+	return func(w *waiter) (string, bool) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
 		return w.blocked, w.missed
 	}
+}
+
+// X (a,b) is blocked on a; Y (b,c) ahead of X in queue b claims b. a's
+// release arrives while Y claims b: X.missed is set. Y then blocks on c and
+// stops claiming b: X, which does not claim b, must be told to try, not
+// sleep until a's old TTL.
+func TestWaiterWokenWhenAheadStopsClaimingItsKey(t *testing.T) {
+	srv := redistest.Shared(t)
+	ctx := context.Background()
+	pfx := "iv:" + t.Name()
+	m1, m2, p := newPlainPair(t, srv.Client(t), pfx)
+	ra, rb, rc := m1.redisKey("a"), m1.redisKey("b"), m1.redisKey("c")
+	waiterOf, field := waiterIn(m1, p), stateOf(m1)
 	la := must(m2.TryLock(ctx, "a"))
 	lb := must(m2.TryLock(ctx, "b"))
 	lc := must(m2.TryLock(ctx, "c"))
@@ -100,25 +125,9 @@ func TestWaiterWokenWhenAheadAcquires(t *testing.T) {
 	srv := redistest.Shared(t)
 	ctx := context.Background()
 	pfx := "iv:" + t.Name()
-	m1, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
-	m2, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
-	defer m1.Close()
-	defer m2.Close()
-	p := m1.mode.(*plain)
+	m1, m2, p := newPlainPair(t, srv.Client(t), pfx)
 	ra, rb, rc := m1.redisKey("a"), m1.redisKey("b"), m1.redisKey("c")
-	waiterOf := func(key string, i int) *waiter {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
-		if q := p.queues[key]; q != nil && len(q.waiters) > i {
-			return q.waiters[i]
-		}
-		return nil
-	}
-	field := func(w *waiter) (string, bool) {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
-		return w.blocked, w.missed
-	}
+	waiterOf, field := waiterIn(m1, p), stateOf(m1)
 	la := must(m2.TryLock(ctx, "a"))
 	lb := must(m2.TryLock(ctx, "b"))
 	lc := must(m2.TryLock(ctx, "c"))
@@ -262,25 +271,9 @@ func TestReleaseDuringAttemptIsNotLost(t *testing.T) {
 	hook := &holdReply{holding: make(chan struct{}), gate: make(chan struct{})}
 	c := srv.Client(t)
 	c.AddHook(hook)
-	m1, _ := New(c, Config{Prefix: pfx, TTL: 30 * time.Second})
-	m2, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
-	defer m1.Close()
-	defer m2.Close()
-	p := m1.mode.(*plain)
+	m1, m2, p := newPlainPair(t, c, pfx)
 	rb := m1.redisKey("b")
-	waiterOf := func(key string, i int) *waiter {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
-		if q := p.queues[key]; q != nil && len(q.waiters) > i {
-			return q.waiters[i]
-		}
-		return nil
-	}
-	field := func(w *waiter) (string, bool) {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
-		return w.blocked, w.missed
-	}
+	waiterOf, field := waiterIn(m1, p), stateOf(m1)
 	lb := must(m2.TryLock(ctx, "b"))
 
 	hctx, cancel := context.WithTimeout(ctx, 4*time.Second)
@@ -341,25 +334,9 @@ func TestReleaseToAheadWaiterThatMovesOnReachesNext(t *testing.T) {
 	srv := redistest.Shared(t)
 	ctx := context.Background()
 	pfx := "iv:" + t.Name()
-	m1, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
-	m2, _ := New(srv.Client(t), Config{Prefix: pfx, TTL: 30 * time.Second})
-	defer m1.Close()
-	defer m2.Close()
-	p := m1.mode.(*plain)
+	m1, m2, p := newPlainPair(t, srv.Client(t), pfx)
 	ra, rc := m1.redisKey("a"), m1.redisKey("c")
-	waiterOf := func(key string, i int) *waiter {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
-		if q := p.queues[key]; q != nil && len(q.waiters) > i {
-			return q.waiters[i]
-		}
-		return nil
-	}
-	field := func(w *waiter) (string, bool) {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
-		return w.blocked, w.missed
-	}
+	waiterOf, field := waiterIn(m1, p), stateOf(m1)
 	lc := must(m2.TryLock(ctx, "c"))
 
 	yc := make(chan error, 1)
