@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/distlock/distlock/middleware"
 	"github.com/distlock/distlock/mutex"
 	"github.com/redis/go-redis/v9"
 )
@@ -38,6 +39,8 @@ type ClientConfig struct {
 	// NoRetries sets go-redis MaxRetries to -1; otherwise go-redis' default
 	// options (with their retries) are used.
 	NoRetries bool
+	// AutoExtend wraps the Mutex in middleware.AutoExtend.
+	AutoExtend bool
 	// PauseHolders: sleep 1.5×TTL between the first check and the write in
 	// one critical section in five.
 	PauseHolders bool
@@ -56,6 +59,7 @@ func (c ClientConfig) env() []string {
 		"CHAOS_SEED=" + strconv.FormatUint(c.Seed, 10),
 		"CHAOS_NORETRIES=" + strconv.FormatBool(c.NoRetries),
 		"CHAOS_PAUSE=" + strconv.FormatBool(c.PauseHolders),
+		"CHAOS_AUTOEXTEND=" + strconv.FormatBool(c.AutoExtend),
 	}
 }
 
@@ -78,6 +82,8 @@ func clientConfigFromEnv() (ClientConfig, error) {
 	c.NoRetries, err = strconv.ParseBool(os.Getenv("CHAOS_NORETRIES"))
 	errs = append(errs, err)
 	c.PauseHolders, err = strconv.ParseBool(os.Getenv("CHAOS_PAUSE"))
+	errs = append(errs, err)
+	c.AutoExtend, err = strconv.ParseBool(os.Getenv("CHAOS_AUTOEXTEND"))
 	errs = append(errs, err)
 	return c, errors.Join(errs...)
 }
@@ -125,6 +131,9 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		}
 		defer m.Close()
 		locker = m
+		if cfg.AutoExtend {
+			locker = middleware.Chain(m, middleware.AutoExtend())
+		}
 	case "broken":
 		locker = NewBrokenLocker(client, "chaos", cfg.TTL)
 	default:

@@ -23,6 +23,9 @@ const (
 	// ExpectSafe: distlock promises no hard overlap, no fence regression
 	// and no stale write accepted.
 	ExpectSafe = "safe"
+	// ExpectUnsafe: distlock documents that the fault can break mutual
+	// exclusion; the scenario is measured and reported, never failed.
+	ExpectUnsafe = "unsafe"
 	// ExpectFlagged: the checkers must report overlaps, fence regressions
 	// and stale writes (the self-test).
 	ExpectFlagged = "flagged"
@@ -38,6 +41,11 @@ type Scenario struct {
 	// PauseHolders makes every client sleep past the TTL inside one
 	// critical section in five (the self-test's holders).
 	PauseHolders bool `json:"pause_holders,omitempty"`
+	// AutoExtend wraps the clients' Mutex in middleware.AutoExtend.
+	AutoExtend bool `json:"auto_extend,omitempty"`
+	// NoRetries sets the clients' go-redis MaxRetries to -1 (the run's
+	// Options.NoRetries sets it for every scenario).
+	NoRetries bool `json:"no_retries,omitempty"`
 }
 
 // Scenarios returns every scenario, the self-test last.
@@ -104,6 +112,8 @@ func (r *Row) judge() {
 		if !r.Pass {
 			r.Reason = "broke a promise: hard overlaps, fence regressions or stale writes accepted"
 		}
+	case ExpectUnsafe:
+		r.Pass = true
 	case ExpectFlagged:
 		r.Pass = r.Overlaps > 0 && r.FenceRegressions > 0 && r.StaleRejected+r.StaleAccepted > 0
 		if !r.Pass {
@@ -147,7 +157,8 @@ func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
 
 	end := time.Now().Add(opts.Duration)
 	cl := &clients{exe: opts.Exe, dir: dir, base: ClientConfig{Redis: srv.Addr, Store: ss.URL, Lock: sc.Lock,
-		FIFO: sc.FIFO, TTL: opts.TTL, End: end, Seed: opts.Seed, NoRetries: opts.NoRetries, PauseHolders: sc.PauseHolders}, procs: map[int]*proc{}}
+		FIFO: sc.FIFO, TTL: opts.TTL, End: end, Seed: opts.Seed, NoRetries: opts.NoRetries || sc.NoRetries,
+		AutoExtend: sc.AutoExtend, PauseHolders: sc.PauseHolders}, procs: map[int]*proc{}}
 	for range opts.Clients {
 		if err := cl.start(); err != nil {
 			cl.killAll()
