@@ -1,11 +1,16 @@
 GO ?= go
 
-.PHONY: all test bench lint vet fmt-check
+# Modules nested in the repository, each with its own go.mod: ./... of the
+# root module does not reach them.
+NESTED := examples/fencing chaos
+
+.PHONY: all test bench lint vet fmt-check chaos chaos-ci
 
 all: test
 
 test: vet fmt-check
 	$(GO) test -race -count=1 -timeout 9m ./...
+	for d in $(NESTED); do (cd $$d && $(GO) test -race -count=1 -timeout 5m ./...) || exit 1; done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -14,6 +19,7 @@ lint: vet fmt-check
 
 vet:
 	$(GO) vet ./...
+	for d in $(NESTED); do (cd $$d && $(GO) vet ./...) || exit 1; done
 
 # Fails listing the files that gofmt would change.
 fmt-check:
