@@ -70,3 +70,33 @@ func TestPausedRedis(t *testing.T) {
 	<-l.Done()
 	require.ErrorIs(t, l.Err(), mutex.ErrNotHeld)
 }
+
+// A full Redis with maxmemory-policy noeviction refuses new grants with an
+// error, not contention, and keeps the leases it holds: they extend and
+// release as usual.
+func TestFullRedisRefusesGrantsAndKeepsLeases(t *testing.T) {
+	for _, fifo := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fifo=%v", fifo), func(t *testing.T) {
+			srv := redistest.Start(t, redistest.WithArgs("--maxmemory-policy", "noeviction"))
+			m := newMutex(t, srv, mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: fifo})
+			ctx := t.Context()
+			held := must[mutex.Lease](t)(m.Lock(ctx, "held"))
+
+			// A limit below the memory in use makes Redis full.
+			c := srv.Client(t)
+			require.NoError(t, c.ConfigSet(ctx, "maxmemory", "1").Err())
+			err := c.Set(ctx, "junk", "x", 0).Err()
+			require.True(t, redis.HasErrorPrefix(err, "OOM"), "Redis is not full: %v", err)
+
+			_, err = m.TryLock(ctx, "new")
+			require.Error(t, err)
+			require.NotErrorIs(t, err, mutex.ErrNotObtained)
+			require.NoError(t, held.Extend(ctx))
+			require.NoError(t, held.Err())
+			require.NoError(t, held.Unlock(ctx))
+			st, err := m.Check(ctx, "held")
+			require.NoError(t, err)
+			require.Equal(t, mutex.Available, st)
+		})
+	}
+}
