@@ -174,7 +174,9 @@ func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try
 }
 
 // claim takes the resources for a queued waiter at the head of their
-// queues. lost reports that the waiter is no longer queued.
+// queues. lost reports that the waiter is no longer queued: its entry ran
+// out, or the claim granted it too late to use (the grant is being
+// released; a claim under the same token would find it and take it back).
 func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l *lease, lost bool, err error) {
 	start := time.Now()
 	cmd, sends := runCounted(ctx, f.m.client, fifoClaimScript, fifoKeys(rkeys, token), token, f.m.ttlMS, new(sendCounter))
@@ -186,7 +188,10 @@ func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l
 	if code, _ := res[0].(int64); code == -1 {
 		return nil, true, nil
 	}
-	l, _, err = f.m.grantOrBlocked(res, keys, rkeys, token, start)
+	l, blocked, err := f.m.grantOrBlocked(res, keys, rkeys, token, start)
+	if err == nil && l == nil && blocked == nil {
+		return nil, true, nil
+	}
 	return l, false, err
 }
 
@@ -342,7 +347,8 @@ func (f *fifo) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 			continue
 		}
 		// Our entry ran out (the renewals could not reach Redis in time),
-		// or a grant to it did: queue again, at the end, as a new entry.
+		// or a grant to it did, or came too late to use: queue again, at
+		// the end, as a new entry.
 		f.leave(rkeys, token, false)
 		if err := f.renewToken(w); err != nil {
 			return nil, err
