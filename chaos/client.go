@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/distlock/distlock/middleware"
 	"github.com/distlock/distlock/mutex"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 )
 
 // EnvClient marks a client process: its value is the client id. The other
@@ -109,13 +112,48 @@ func ClientMain() int {
 	return 0
 }
 
-// RunClient loops until cfg.End or ctx ends.
+// RunClient loops until cfg.End or ctx ends. Its last event (OpExit)
+// counts the goroutines left once the Mutex and the Redis client are closed.
 func RunClient(ctx context.Context, cfg ClientConfig) error {
+	baseline := goleak.IgnoreCurrent()
 	rec, err := NewRecorder(cfg.History, cfg.ID)
 	if err != nil {
 		return err
 	}
 	defer rec.Close()
+	if err := runClient(ctx, cfg, rec); err != nil {
+		return err
+	}
+	e := Event{Op: OpExit, Type: TypeOK}
+	if err := goleak.Find(baseline); err != nil {
+		e.Count = countGoroutines(err.Error())
+		e.Note = truncate(err.Error(), 8<<10)
+	}
+	rec.Record(e)
+	return nil
+}
+
+// countGoroutines counts the goroutines goleak lists in msg.
+func countGoroutines(msg string) int {
+	n := 0
+	for _, line := range strings.Split(msg, "\n") {
+		line = strings.TrimLeft(line, "[ ")
+		if strings.HasPrefix(line, "Goroutine ") && strings.Contains(line, " in state ") {
+			n++
+		}
+	}
+	return max(n, 1)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// runClient runs the loop and closes everything it opened.
+func runClient(ctx context.Context, cfg ClientConfig, rec *Recorder) error {
 	opts := &redis.Options{Addr: cfg.Redis, ContextTimeoutEnabled: true}
 	if cfg.NoRetries {
 		opts.MaxRetries = -1
@@ -140,6 +178,7 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		return fmt.Errorf("unknown lock %q", cfg.Lock)
 	}
 	w := NewStoreWriter(cfg.Store)
+	defer w.client.CloseIdleConnections()
 	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID)))
 	pid := os.Getpid()
 	ctx, cancel := context.WithDeadline(ctx, cfg.End)
@@ -179,11 +218,7 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 		rec.Record(Event{Op: OpLock, Type: typ, Keys: keys, Err: err.Error()})
 		return
 	}
-	var deadline int64
-	if d, ok := mutex.Deadline(lease); ok {
-		deadline = d.UnixNano()
-	}
-	base := Event{Keys: keys, Fence: lease.Fence(), Token: lease.Token(), Deadline: deadline}
+	base := Event{Keys: keys, Fence: lease.Fence(), Token: lease.Token(), Deadline: deadlineOf(lease)}
 	ev := func(op, typ string, err error) {
 		e := base
 		e.Op, e.Type = op, typ
@@ -193,12 +228,15 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 		rec.Record(e)
 	}
 	ev(OpLock, TypeOK, nil)
+	stopWatch := watchDone(rec, lease, base)
+	defer stopWatch()
 	// check takes the time before asking the lease, so a pause between the
 	// two can only shorten the recorded belief, never extend it.
 	check := func() bool {
 		e := base
 		e.Op, e.T = OpCheck, time.Now().UnixNano()
 		err := lease.Err()
+		e.Deadline = deadlineOf(lease)
 		e.Type = TypeOK
 		if err != nil {
 			e.Type, e.Err = TypeFail, err.Error()
@@ -212,7 +250,7 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 		for _, k := range keys {
 			e := base
 			e.Op, e.Keys = OpWrite, []string{k}
-			e.Type = TypeInvoke
+			e.Type, e.Deadline = TypeInvoke, deadlineOf(lease)
 			rec.Record(e)
 			wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			err := w.Write(wctx, k, lease.Fence(), lease.Token(), pid)
@@ -235,6 +273,7 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 	ev(OpUnlock, TypeInvoke, nil)
 	err = lease.Unlock(uctx)
 	ucancel()
+	stopWatch()
 	switch {
 	case err == nil:
 		ev(OpUnlock, TypeOK, nil)
@@ -242,6 +281,44 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 		ev(OpUnlock, TypeFail, err)
 	default:
 		ev(OpUnlock, TypeUnknown, err)
+	}
+}
+
+// deadlineOf returns mutex.Deadline of lease in Unix nanoseconds, or 0.
+func deadlineOf(lease mutex.Lease) int64 {
+	if d, ok := mutex.Deadline(lease); ok {
+		return d.UnixNano()
+	}
+	return 0
+}
+
+// watchDone records an OpDone event when lease's Done channel closes,
+// unless by its own Unlock, until the returned function is called; that
+// function waits for the watching goroutine and may be called again.
+func watchDone(rec *Recorder, lease mutex.Lease, base Event) (stop func()) {
+	quit, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case <-lease.Done():
+			e := base
+			e.Op, e.Type, e.T = OpDone, TypeOK, time.Now().UnixNano()
+			err := lease.Err()
+			if errors.Is(err, mutex.ErrReleased) {
+				return
+			}
+			e.Deadline = deadlineOf(lease)
+			if err != nil {
+				e.Err = err.Error()
+			}
+			rec.Record(e)
+		case <-quit:
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-finished
 	}
 }
 

@@ -22,6 +22,33 @@ const (
 	OpStore = "store"
 	// OpFault is a nemesis action.
 	OpFault = "fault"
+	// OpDone is a client's lease whose Done channel closed (other than by
+	// its Unlock), with the lease's Err.
+	OpDone = "done"
+	// OpExit is a client's last event: Count is the number of goroutines
+	// left above the client's starting set once its Mutex and Redis client
+	// were closed (Note lists them).
+	OpExit = "exit"
+	// OpRedis is a change of a lock key seen by the key watcher: Type is
+	// the keyspace notification (TypeSet, TypeDel, TypeExpired,
+	// TypeEvicted, TypeExpire) or TypePresent; Keys holds the client key
+	// name; for set, expire and present, Token and Fence are read from the
+	// stored value right after the notification and Expires is when the
+	// key will expire (empty Token: the value could not be told, Note says
+	// why).
+	OpRedis = "redis"
+	// OpWatcher marks the start (TypeStart) and end (TypeStop) of the key
+	// watcher's view.
+	OpWatcher = "watcher"
+	// OpWatcherGap is a hole in the key watcher's view: TypeInvoke when
+	// its connection broke, TypeOK when it was subscribed again with the
+	// notifications enabled; TypePresent events for the lock keys present
+	// then follow at the same time.
+	OpWatcherGap = "watcher-gap"
+	// OpLeftover is a key under the lock prefix still present after a
+	// run: Type TypeLock, TypeLockNoTTL, TypeExpiring or TypePersistent;
+	// Keys holds the Redis key.
+	OpLeftover = "leftover"
 )
 
 // Event types, as in Jepsen: an invocation, then ok, fail (surely had no
@@ -32,6 +59,22 @@ const (
 	TypeOK      = "ok"
 	TypeFail    = "fail"
 	TypeUnknown = "unknown"
+)
+
+// Event types of the key watcher and of leftovers.
+const (
+	TypeSet        = "set"
+	TypeDel        = "del"
+	TypeExpired    = "expired"
+	TypeEvicted    = "evicted"
+	TypeExpire     = "expire"
+	TypePresent    = "present"
+	TypeStart      = "start"
+	TypeStop       = "stop"
+	TypeLock       = "lock"
+	TypeLockNoTTL  = "lock-no-ttl"
+	TypeExpiring   = "expiring"
+	TypePersistent = "persistent"
 )
 
 // Event is one line of a history.
@@ -50,7 +93,12 @@ type Event struct {
 	// Stale marks a store decision about a stale write: rejected (Type
 	// fail) or accepted although not newer than a write of another lease
 	// (Type ok).
-	Stale bool   `json:"stale,omitempty"`
+	Stale bool `json:"stale,omitempty"`
+	// Expires is when a lock key seen by the watcher expires, Unix
+	// nanoseconds; -1 for a key without a TTL, 0 if unknown.
+	Expires int64 `json:"expires,omitempty"`
+	// Count is a number an event reports (see OpExit).
+	Count int    `json:"count,omitempty"`
 	Note  string `json:"note,omitempty"`
 }
 

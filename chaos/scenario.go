@@ -7,15 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
-)
-
-// Faults a scenario can inject.
-const (
-	FaultNone        = "none"
-	FaultPauseHolder = "pause-holder" // SIGSTOP a holder of the hot key right after its write, past the TTL, then SIGCONT
-	FaultKillClient  = "kill-client"  // SIGKILL a random client and start a new one
-	FaultPauseRedis  = "pause-redis"  // SIGSTOP redis-server past the TTL, then SIGCONT
 )
 
 // Expectations of a scenario.
@@ -24,7 +17,9 @@ const (
 	// and no stale write accepted.
 	ExpectSafe = "safe"
 	// ExpectUnsafe: distlock documents that the fault can break mutual
-	// exclusion; the scenario is measured and reported, never failed.
+	// exclusion; overlaps are measured and reported, not failed, while
+	// the promises that hold whatever Redis loses (fences, no stale write
+	// accepted, nothing left behind) are still checked.
 	ExpectUnsafe = "unsafe"
 	// ExpectFlagged: the checkers must report overlaps, fence regressions
 	// and stale writes (the self-test).
@@ -46,21 +41,70 @@ type Scenario struct {
 	// NoRetries sets the clients' go-redis MaxRetries to -1 (the run's
 	// Options.NoRetries sets it for every scenario).
 	NoRetries bool `json:"no_retries,omitempty"`
+	// CI marks the scenarios of the subset every CI run covers.
+	CI bool `json:"ci,omitempty"`
 }
 
-// Scenarios returns every scenario, the self-test last.
+// Scenarios returns every scenario, the self-test last. Each fault runs in
+// both modes; a few run again with AutoExtend or without go-redis retries,
+// where those change what the fault does. Scenarios marked CI form the
+// subset that every CI run covers.
 func Scenarios() []Scenario {
+	type variant struct {
+		fault      string
+		expect     string
+		autoExtend bool
+		noRetries  bool
+		ci         [2]bool // plain, fifo
+	}
+	vs := []variant{
+		{fault: FaultNone, ci: [2]bool{true, true}},
+		{fault: FaultStallHolder, ci: [2]bool{false, true}},
+		{fault: FaultPauseHolder, ci: [2]bool{true, false}},
+		{fault: FaultKillHolder, ci: [2]bool{false, true}},
+		{fault: FaultKillWaiter, ci: [2]bool{true, false}},
+		{fault: FaultPauseRedis, ci: [2]bool{false, true}},
+		{fault: FaultProxyLatency},
+		{fault: FaultProxyReset, ci: [2]bool{false, true}},
+		{fault: FaultProxyDrop, ci: [2]bool{true, false}},
+		{fault: FaultRedisRestartAOF, ci: [2]bool{true, false}},
+		{fault: FaultScriptFlush, ci: [2]bool{false, true}},
+		{fault: FaultClientPauseWrite, ci: [2]bool{true, false}},
+		{fault: FaultClientKill},
+		{fault: FaultClientKillPubSub, ci: [2]bool{false, true}},
+		{fault: FaultRedisRestart, expect: ExpectUnsafe},
+		{fault: FaultEvict, expect: ExpectUnsafe, ci: [2]bool{true, false}},
+		{fault: FaultNone, autoExtend: true},
+		{fault: FaultStallHolder, autoExtend: true, ci: [2]bool{true, false}},
+		{fault: FaultPauseHolder, autoExtend: true},
+		{fault: FaultPauseRedis, autoExtend: true, ci: [2]bool{true, false}},
+		{fault: FaultProxyLatency, autoExtend: true},
+		{fault: FaultClientPauseWrite, autoExtend: true},
+		{fault: FaultProxyDrop, noRetries: true, ci: [2]bool{false, true}},
+		{fault: FaultProxyReset, noRetries: true},
+		{fault: FaultClientKill, noRetries: true, ci: [2]bool{true, false}},
+		{fault: FaultRedisRestartAOF, noRetries: true},
+	}
 	var s []Scenario
-	for _, f := range []string{FaultNone, FaultPauseHolder, FaultKillClient, FaultPauseRedis} {
-		for _, fifo := range []bool{false, true} {
-			mode := "plain"
-			if fifo {
-				mode = "fifo"
+	for _, v := range vs {
+		for i, mode := range []string{"plain", "fifo"} {
+			name := v.fault + "/" + mode
+			if v.autoExtend {
+				name += "+autoextend"
 			}
-			s = append(s, Scenario{Name: f + "/" + mode, Lock: "real", FIFO: fifo, Fault: f, Expect: ExpectSafe})
+			if v.noRetries {
+				name += "+noretries"
+			}
+			expect := v.expect
+			if expect == "" {
+				expect = ExpectSafe
+			}
+			s = append(s, Scenario{Name: name, Lock: "real", FIFO: i == 1, Fault: v.fault, Expect: expect,
+				AutoExtend: v.autoExtend, NoRetries: v.noRetries, CI: v.ci[i]})
 		}
 	}
-	return append(s, Scenario{Name: "selftest/broken", Lock: "broken", Fault: FaultPauseHolder, Expect: ExpectFlagged, PauseHolders: true})
+	return append(s, Scenario{Name: "selftest/broken", Lock: "broken", Fault: FaultPauseHolder, Expect: ExpectFlagged,
+		PauseHolders: true, CI: true})
 }
 
 // Options configure a run.
@@ -106,14 +150,29 @@ type Row struct {
 }
 
 func (r *Row) judge() {
-	switch r.Expect {
-	case ExpectSafe:
-		r.Pass = !r.Broken()
-		if !r.Pass {
-			r.Reason = "broke a promise: hard overlaps, fence regressions or stale writes accepted"
+	// Promises of every scenario with a real lock: fences increase, the
+	// fenced store accepts no stale write, and nothing stays behind. A
+	// safe scenario promises mutual exclusion too; an unsafe one measures
+	// how often it broke.
+	var broken []string
+	add := func(n int, what string) {
+		if n > 0 {
+			broken = append(broken, fmt.Sprintf("%d %s", n, what))
 		}
-	case ExpectUnsafe:
-		r.Pass = true
+	}
+	if r.Expect == ExpectSafe {
+		add(r.HardOverlaps, "hard overlaps")
+	}
+	add(r.FenceRegressions, "fence regressions")
+	add(r.StaleAccepted, "stale writes accepted")
+	add(r.LeftoverLocksNoTTL+r.LeftoverPersistent, "keys left without a TTL")
+	add(r.LeftoverGoroutines, "goroutines left after Close")
+	switch r.Expect {
+	case ExpectSafe, ExpectUnsafe:
+		r.Pass = len(broken) == 0
+		if !r.Pass {
+			r.Reason = "broke a promise: " + strings.Join(broken, ", ")
+		}
 	case ExpectFlagged:
 		r.Pass = r.Overlaps > 0 && r.FenceRegressions > 0 && r.StaleRejected+r.StaleAccepted > 0
 		if !r.Pass {
@@ -133,11 +192,22 @@ func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return row, err
 	}
-	srv, err := StartRedis(dir)
+	srv, err := StartRedis(dir, RedisConfigFor(sc.Fault))
 	if err != nil {
 		return row, err
 	}
 	defer srv.Stop()
+	// The proxy faults put a Proxy between the clients and Redis; the
+	// runner's own connections go to Redis directly.
+	clientRedis := srv.Addr
+	var proxy *Proxy
+	if UsesProxy(sc.Fault) {
+		if proxy, err = StartProxy(srv.Addr); err != nil {
+			return row, err
+		}
+		defer proxy.Close()
+		clientRedis = proxy.Addr
+	}
 	storeRec, err := NewRecorder(filepath.Join(dir, "store.jsonl"), StoreClient)
 	if err != nil {
 		return row, err
@@ -154,11 +224,21 @@ func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
 		return row, err
 	}
 	defer nemRec.Close()
+	watchRec, err := NewRecorder(filepath.Join(dir, "watcher.jsonl"), WatcherClient)
+	if err != nil {
+		return row, err
+	}
+	defer watchRec.Close()
+	watcher, err := StartWatcher(ctx, srv.Addr, watchRec)
+	if err != nil {
+		return row, err
+	}
+	defer watcher.Stop()
 
 	end := time.Now().Add(opts.Duration)
-	cl := &clients{exe: opts.Exe, dir: dir, base: ClientConfig{Redis: srv.Addr, Store: ss.URL, Lock: sc.Lock,
+	cl := &clients{exe: opts.Exe, dir: dir, base: ClientConfig{Redis: clientRedis, Store: ss.URL, Lock: sc.Lock,
 		FIFO: sc.FIFO, TTL: opts.TTL, End: end, Seed: opts.Seed, NoRetries: opts.NoRetries || sc.NoRetries,
-		AutoExtend: sc.AutoExtend, PauseHolders: sc.PauseHolders}, procs: map[int]*proc{}}
+		AutoExtend: sc.AutoExtend, PauseHolders: sc.PauseHolders || sc.Fault == FaultStallHolder}, procs: map[int]*proc{}}
 	for range opts.Clients {
 		if err := cl.start(); err != nil {
 			cl.killAll()
@@ -167,11 +247,15 @@ func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
 	}
 	fmt.Fprintf(opts.Log, "scenario %s: %d clients for %v, redis %s\n", sc.Name, opts.Clients, opts.Duration, srv.Addr)
 	nctx, ncancel := context.WithDeadline(ctx, end)
-	n := &nemesis{fault: sc.Fault, ttl: opts.TTL, rec: nemRec, clients: cl, redis: srv, store: store,
+	n := &nemesis{fault: sc.Fault, ttl: opts.TTL, rec: nemRec, clients: cl, redis: srv, proxy: proxy, store: store,
 		rng: rand.New(rand.NewPCG(opts.Seed, 0x9e3779b9))}
 	row.Faults = n.run(nctx)
 	ncancel()
 	cl.wait(end.Add(4*opts.TTL + 10*time.Second))
+	_ = watcher.Leftovers(ctx)
+	if err := watcher.Stop(); err != nil {
+		fmt.Fprintf(opts.Log, "scenario %s: stop watcher: %v\n", sc.Name, err)
+	}
 
 	events, err := ReadHistory(dir)
 	if err != nil {
