@@ -297,10 +297,13 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 //
 // Waiting Lock calls leave their FIFO queues as they return, with one
 // request of at most a second each. Background releases of acquires whose
-// outcome is unknown (their reply was lost) are retried until they
-// succeed; Close stops those still pending, and the keys such an
-// acquire took, if any, expire with their TTL. An acquire whose outcome
-// becomes unknown after Close gets one release attempt of at most a second.
+// outcome is unknown (their reply was lost), and the queue leaves of Lock
+// calls that ended, are retried until they succeed; Close lets an attempt
+// in flight finish, for up to a second, and stops the retries still
+// pending: the keys such an acquire took, if any, expire with their TTL,
+// and a queue entry left behind is dropped within FIFOLiveness. An acquire
+// whose outcome becomes unknown after Close gets one release attempt of at
+// most a second.
 func (m *Mutex) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -372,14 +375,19 @@ const (
 
 // untilDone runs req in the background until it succeeds, with a pause
 // that doubles from bgMinDelay to bgMaxDelay between failures. Close stops
-// it. After Close, req makes one attempt, at once and in the caller's
-// goroutine, of at most closedAttemptTimeout.
+// the retries, but lets the first attempt finish for up to
+// closedAttemptTimeout, as much as it would give it after Close: then req
+// makes one attempt, at once and in the caller's goroutine, of at most
+// closedAttemptTimeout.
 func (m *Mutex) untilDone(req func(ctx context.Context) error) {
 	m.mu.Lock()
 	started := m.goLocked(func(ctx context.Context) {
 		b := backoff.Backoff{Min: bgMinDelay, Max: bgMaxDelay, Factor: 2}
-		for {
+		for first := true; ; first = false {
 			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
+			if first {
+				actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), closedAttemptTimeout)
+			}
 			err := req(actx)
 			cancel()
 			// An error reply, too, means that the request did not run:

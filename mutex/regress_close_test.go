@@ -59,3 +59,34 @@ func TestCloseWhileFIFOWaitersAreCancelled(t *testing.T) {
 		})
 	}
 }
+
+// A FIFO waiter whose Lock is cancelled leaves its queue even when Close
+// follows at once: Close lets the leave in flight finish. Otherwise the
+// queue keeps the dead entry, and a release may hand the lock to it, which
+// holds up the next waiter for FIFOLiveness.
+func TestCancelledFIFOWaiterLeavesBeforeClose(t *testing.T) {
+	srv := redistest.Shared(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
+	holder := newMutex(t, srv, cfg)
+	held := must[mutex.Lease](t)(holder.Lock(t.Context(), "k"))
+	defer held.Unlock(context.Background())
+	c := srv.Client(t)
+	queue := cfg.Prefix + ":{k}:q"
+
+	for round := range 20 {
+		m, err := mutex.New(srv.Client(t), cfg)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = m.Lock(ctx, "k")
+		}()
+		require.Eventually(t, func() bool { return c.ZCard(t.Context(), queue).Val() == 1 },
+			5*time.Second, time.Millisecond, "round %d: the waiter never queued", round)
+		cancel()
+		<-done
+		require.NoError(t, m.Close())
+		require.Zero(t, c.ZCard(t.Context(), queue).Val(), "round %d: the cancelled waiter is still queued after Close", round)
+	}
+}
