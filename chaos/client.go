@@ -44,6 +44,10 @@ type ClientConfig struct {
 	NoRetries bool
 	// AutoExtend wraps the Mutex in middleware.AutoExtend.
 	AutoExtend bool
+	// LongHold makes the sleep after the writes last up to TTL/2 instead
+	// of TTL/10: holders keep valid leases longer, which widens the window
+	// in which a Redis that lost data can grant the keys again.
+	LongHold bool
 	// PauseHolders: sleep 1.5×TTL between the first check and the write in
 	// one critical section in five.
 	PauseHolders bool
@@ -63,6 +67,7 @@ func (c ClientConfig) env() []string {
 		"CHAOS_NORETRIES=" + strconv.FormatBool(c.NoRetries),
 		"CHAOS_PAUSE=" + strconv.FormatBool(c.PauseHolders),
 		"CHAOS_AUTOEXTEND=" + strconv.FormatBool(c.AutoExtend),
+		"CHAOS_LONGHOLD=" + strconv.FormatBool(c.LongHold),
 	}
 }
 
@@ -87,6 +92,8 @@ func clientConfigFromEnv() (ClientConfig, error) {
 	c.PauseHolders, err = strconv.ParseBool(os.Getenv("CHAOS_PAUSE"))
 	errs = append(errs, err)
 	c.AutoExtend, err = strconv.ParseBool(os.Getenv("CHAOS_AUTOEXTEND"))
+	errs = append(errs, err)
+	c.LongHold, err = strconv.ParseBool(os.Getenv("CHAOS_LONGHOLD"))
 	errs = append(errs, err)
 	return c, errors.Join(errs...)
 }
@@ -189,7 +196,11 @@ func runClient(ctx context.Context, cfg ClientConfig, rec *Recorder) error {
 		if cfg.PauseHolders && rng.IntN(5) == 0 {
 			pause = cfg.TTL * 3 / 2
 		}
-		cycle(ctx, rec, locker, w, rng, keys, cfg.TTL, pid, pause)
+		hold := cfg.TTL / 10
+		if cfg.LongHold {
+			hold = cfg.TTL / 2
+		}
+		cycle(ctx, rec, locker, w, rng, keys, cfg.TTL, hold, pid, pause)
 	}
 	return nil
 }
@@ -205,7 +216,7 @@ func pickKeys(rng *rand.Rand) []string {
 }
 
 // cycle is one Lock, check, write, check, Unlock.
-func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWriter, rng *rand.Rand, keys []string, ttl time.Duration, pid int, pause time.Duration) {
+func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWriter, rng *rand.Rand, keys []string, ttl, hold time.Duration, pid int, pause time.Duration) {
 	lctx, lcancel := context.WithTimeout(ctx, 4*ttl)
 	rec.Record(Event{Op: OpLock, Type: TypeInvoke, Keys: keys})
 	lease, err := locker.Lock(lctx, keys...)
@@ -266,7 +277,7 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 			}
 			rec.Record(e)
 		}
-		sleepUpTo(rng, ttl/10)
+		sleepUpTo(rng, hold)
 		check()
 	}
 	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 2*ttl)

@@ -37,9 +37,11 @@ const (
 	FaultKillWaiter = "kill-waiter"
 	// FaultPauseRedis: SIGSTOP redis-server for 2.5×TTL, then SIGCONT.
 	FaultPauseRedis = "pause-redis"
-	// FaultRedisRestart: SIGKILL redis-server and start it again on the
-	// same port a tenth to a whole TTL later, without persistence: Redis
-	// forgets the locks (documented unsafe).
+	// FaultRedisRestart: right after an accepted write of the hot key,
+	// SIGKILL redis-server and start it again on the same port a 20th to a
+	// quarter of the TTL later, without persistence: Redis forgets the
+	// locks (documented unsafe). Holders keep their leases up to TTL/2
+	// after writing (ClientConfig.LongHold).
 	FaultRedisRestart = "redis-restart"
 	// FaultRedisRestartAOF: the same with appendonly yes and appendfsync
 	// always, so Redis reloads every write it acknowledged.
@@ -169,7 +171,7 @@ func (n *nemesis) inject(ctx context.Context) (bool, error) {
 	case FaultPauseRedis:
 		return true, n.stop(n.redis.Process(), "redis", pause)
 	case FaultRedisRestart, FaultRedisRestartAOF:
-		return true, n.restart(ctx)
+		return n.restart(ctx)
 	case FaultProxyLatency, FaultProxyReset, FaultProxyDrop:
 		if n.proxy == nil {
 			return false, errors.New("no proxy between the clients and Redis")
@@ -267,7 +269,7 @@ func (n *nemesis) waiter() *proc {
 
 // restart kills redis-server and starts it again, recording how many keys
 // it held before and after.
-func (n *nemesis) restart(ctx context.Context) error {
+func (n *nemesis) restart(ctx context.Context) (bool, error) {
 	dbsize := func() string {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
@@ -277,18 +279,23 @@ func (n *nemesis) restart(ctx context.Context) error {
 		}
 		return strconv.FormatInt(v, 10)
 	}
-	// Down for a random tenth to a whole TTL: a holder's lease outlives a
-	// short outage, so a server that forgot it can grant it again while
-	// it is still valid.
-	down := n.ttl/10 + time.Duration(n.rng.Int64N(int64(n.ttl*9/10)+1))
+	// Right after a holder's write, while it still holds the hot key, and
+	// down for a 20th to a quarter of the TTL: the holder's lease outlives
+	// the outage, so a server that forgot it can grant it again while it
+	// is still valid.
+	n.store.NextWriter(ctx, HotKey)
+	if ctx.Err() != nil {
+		return false, nil
+	}
+	down := n.ttl/20 + time.Duration(n.rng.Int64N(int64(n.ttl/5)+1))
 	n.rec.Record(Event{Op: OpFault, Type: TypeInvoke, Note: fmt.Sprintf("SIGKILL redis pid %d (aof %t, %s keys), down for %v",
 		n.redis.Process().Pid, n.redis.Config.AOF, dbsize(), down.Round(time.Millisecond))})
 	if err := n.redis.Restart(down); err != nil {
-		return err
+		return false, err
 	}
 	n.rec.Record(Event{Op: OpFault, Type: TypeOK, Note: fmt.Sprintf("redis restarted, pid %d, %s keys after reconnect",
 		n.redis.Process().Pid, dbsize())})
-	return nil
+	return true, nil
 }
 
 func (n *nemesis) proxyFault(ctx context.Context) (bool, error) {

@@ -238,7 +238,8 @@ func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
 	end := time.Now().Add(opts.Duration)
 	cl := &clients{exe: opts.Exe, dir: dir, base: ClientConfig{Redis: clientRedis, Store: ss.URL, Lock: sc.Lock,
 		FIFO: sc.FIFO, TTL: opts.TTL, End: end, Seed: opts.Seed, NoRetries: opts.NoRetries || sc.NoRetries,
-		AutoExtend: sc.AutoExtend, PauseHolders: sc.PauseHolders || sc.Fault == FaultStallHolder}, procs: map[int]*proc{}}
+		AutoExtend: sc.AutoExtend, PauseHolders: sc.PauseHolders || sc.Fault == FaultStallHolder,
+		LongHold: sc.Fault == FaultRedisRestart || sc.Fault == FaultRedisRestartAOF}, procs: map[int]*proc{}}
 	for range opts.Clients {
 		if err := cl.start(); err != nil {
 			cl.killAll()
