@@ -12,14 +12,14 @@ test: vet fmt-check
 	$(GO) test -race -count=1 -timeout 9m ./...
 	for d in $(NESTED); do (cd $$d && $(GO) test -race -count=1 -timeout 5m ./...) || exit 1; done
 
-# The fault suite (chaos/README.md): every scenario, about 9 minutes.
+# The fault suite (chaos/README.md): every scenario, about 8 minutes.
 # CHAOS_FLAGS adds flags, e.g. CHAOS_FLAGS='-seed 7 -dir /tmp/chaos'.
 chaos:
-	cd chaos && $(GO) run ./cmd/chaos -duration 7s $(CHAOS_FLAGS)
+	cd chaos && $(GO) run ./cmd/chaos -duration 8s $(CHAOS_FLAGS)
 
 # The CI subset of the fault suite, with fixed seeds: about 3 minutes.
 chaos-ci:
-	cd chaos && $(GO) run ./cmd/chaos -ci -duration 7s -seed 1 $(CHAOS_FLAGS)
+	cd chaos && $(GO) run ./cmd/chaos -ci -duration 8s -seed 1 $(CHAOS_FLAGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
