@@ -299,11 +299,12 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 // request of at most a second each. Background releases of acquires whose
 // outcome is unknown (their reply was lost), and the queue leaves of Lock
 // calls that ended, are retried until they succeed; Close lets an attempt
-// in flight finish, for up to a second, and stops the retries still
-// pending: the keys such an acquire took, if any, expire with their TTL,
-// and a queue entry left behind is dropped within FIFOLiveness. An acquire
-// whose outcome becomes unknown after Close gets one release attempt of at
-// most a second.
+// in flight finish, for up to a second (with the go-redis client's
+// ContextTimeoutEnabled; otherwise a read in flight ends with its
+// ReadTimeout), and stops the retries still pending: the keys such an
+// acquire took, if any, expire with their TTL, and a queue entry left
+// behind is dropped within FIFOLiveness. An acquire whose outcome becomes
+// unknown after Close gets one release attempt of at most a second.
 func (m *Mutex) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -384,10 +385,11 @@ func (m *Mutex) untilDone(req func(ctx context.Context) error) {
 	started := m.goLocked(func(ctx context.Context) {
 		b := backoff.Backoff{Min: bgMinDelay, Max: bgMaxDelay, Factor: 2}
 		for first := true; ; first = false {
-			actx, cancel := context.WithTimeout(ctx, bgAttemptTimeout)
+			parent, timeout := ctx, bgAttemptTimeout
 			if first {
-				actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), closedAttemptTimeout)
+				parent, timeout = context.WithoutCancel(ctx), closedAttemptTimeout
 			}
+			actx, cancel := context.WithTimeout(parent, timeout)
 			err := req(actx)
 			cancel()
 			// An error reply, too, means that the request did not run:
