@@ -14,7 +14,9 @@
 // google.protobuf.Int64Value), so the example needs no generated code.
 //
 // It listens on ADDR (default 127.0.0.1:50051) and connects to REDIS_URL
-// when set (for example redis://localhost:6379/0), otherwise to an embedded
+// when set (any form that redisurl.Open accepts, such as
+// redis://localhost:6379/0 or
+// redis+sentinel://sentinel1,sentinel2/mymaster), otherwise to an embedded
 // in-memory Redis. With -call NAME it is a client instead: it increments
 // counter NAME on the server at ADDR and prints the new value.
 //

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,9 +20,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/grpcmw"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 const (
@@ -48,25 +49,34 @@ func main() {
 		return
 	}
 
-	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
-	if err != nil {
-		log.Fatal(err)
+	// REDIS_URL names the Redis to use, in any form redisurl.Open accepts;
+	// without it, the example runs an embedded, in-memory Redis.
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.Start(); err != nil {
+			log.Fatal(err)
+		}
+		defer mr.Close()
+		redisURL = "redis://" + mr.Addr()
 	}
-	defer stop()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		log.Fatal(err)
 	}
 	log.Printf("serving counter.Counter on %s", lis.Addr())
-	if err := run(ctx, lis, opts); err != nil {
+	if err := run(ctx, lis, redisURL); err != nil {
 		log.Fatal(err)
 	}
 }
 
 // run serves the counter service on lis until ctx ends, then stops
 // gracefully and returns.
-func run(ctx context.Context, lis net.Listener, opts *redis.Options) error {
-	rdb := redis.NewClient(opts)
+func run(ctx context.Context, lis net.Listener, redisURL string) error {
+	rdb, err := redisurl.Open(redisURL)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	m, err := mutex.New(rdb, mutex.Config{Prefix: prefix})
 	if err != nil {
@@ -141,7 +151,7 @@ var counterDesc = grpc.ServiceDesc{
 // counters keeps one counter per name in a Redis hash, with the fencing
 // token of its last write.
 type counters struct {
-	rdb *redis.Client
+	rdb redis.UniversalClient
 }
 
 var _ counterServer = (*counters)(nil)

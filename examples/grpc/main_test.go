@@ -9,22 +9,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/alicebob/miniredis/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/internal/redistest"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// replicas starts n instances of the service on 127.0.0.1:0, all on opts,
+// replicas starts n instances of the service on 127.0.0.1:0, all on redisURL,
 // and returns a client connection to each. They are stopped, and run must
 // have returned nil, at cleanup.
-func replicas(t *testing.T, n int, opts *redis.Options) []*grpc.ClientConn {
+func replicas(t *testing.T, n int, redisURL string) []*grpc.ClientConn {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -44,7 +43,7 @@ func replicas(t *testing.T, n int, opts *redis.Options) []*grpc.ClientConn {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wg.Go(func() { errs[i] = run(ctx, lis, opts) })
+		wg.Go(func() { errs[i] = run(ctx, lis, redisURL) })
 		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -77,11 +76,7 @@ func increments(t *testing.T, conns []*grpc.ClientConn, names []string, perCount
 
 func TestConcurrentIncrementsAcrossReplicas(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisurl.Options(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
+	redisURL := srv.URL()
 	rdb := srv.Client(t)
 	names := []string{"visits", "orders", "signups"}
 	t.Cleanup(func() {
@@ -89,7 +84,7 @@ func TestConcurrentIncrementsAcrossReplicas(t *testing.T) {
 			rdb.Del(context.Background(), counterKey(name))
 		}
 	})
-	increments(t, replicas(t, 3, opts), names, 20)
+	increments(t, replicas(t, 3, redisURL), names, 20)
 
 	// Every lock was released: only the counters are left.
 	keys, err := rdb.Keys(t.Context(), prefix+"*").Result()
@@ -104,12 +99,8 @@ func TestConcurrentIncrementsAcrossReplicas(t *testing.T) {
 }
 
 func TestBadNames(t *testing.T) {
-	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	conn := replicas(t, 1, opts)[0]
+	redisURL := redistest.Shared(t).URL()
+	conn := replicas(t, 1, redisURL)[0]
 	for name, msg := range map[string]string{
 		"":                       "missing lock key",
 		"a\nb":                   "invalid lock key",
@@ -124,27 +115,19 @@ func TestBadNames(t *testing.T) {
 }
 
 func TestEmbeddedRedis(t *testing.T) {
-	opts, stop, err := redisurl.Options("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	increments(t, replicas(t, 2, opts), []string{"a", "b"}, 5)
+	redisURL := "redis://" + miniredis.RunT(t).Addr()
+	increments(t, replicas(t, 2, redisURL), []string{"a", "b"}, 5)
 }
 
 func TestClientMode(t *testing.T) {
-	opts, stop, err := redisurl.Options("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
+	redisURL := "redis://" + miniredis.RunT(t).Addr()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, lis, opts) }()
+	go func() { done <- run(ctx, lis, redisURL) }()
 	for want := int64(1); want <= 2; want++ {
 		n, err := call(t.Context(), lis.Addr().String(), "c")
 		if err != nil || n != want {

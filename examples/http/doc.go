@@ -11,8 +11,9 @@
 // whose lease was lost cannot overwrite a newer balance.
 //
 // It listens on ADDR (default 127.0.0.1:8080) and connects to REDIS_URL when
-// set (for example redis://localhost:6379/0), otherwise to an embedded
-// in-memory Redis:
+// set (any form that redisurl.Open accepts, such as redis://localhost:6379/0
+// or redis+sentinel://sentinel1,sentinel2/mymaster), otherwise to an
+// embedded in-memory Redis:
 //
 //	go run ./examples/http
 //	curl -X POST 'localhost:8080/accounts/42/deposit?amount=5'

@@ -13,21 +13,28 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/httpmw"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 const prefix = "example-http"
 
 func main() {
-	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
-	if err != nil {
-		log.Fatal(err)
+	// REDIS_URL names the Redis to use, in any form redisurl.Open accepts;
+	// without it, the example runs an embedded, in-memory Redis.
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.Start(); err != nil {
+			log.Fatal(err)
+		}
+		defer mr.Close()
+		redisURL = "redis://" + mr.Addr()
 	}
-	defer stop()
 	addr := os.Getenv("ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:8080"
@@ -39,15 +46,18 @@ func main() {
 	log.Printf("listening on http://%s", lis.Addr())
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	if err := run(ctx, lis, opts); err != nil {
+	if err := run(ctx, lis, redisURL); err != nil {
 		log.Fatal(err)
 	}
 }
 
 // run serves the account service on lis until ctx ends, then shuts down
 // gracefully and returns.
-func run(ctx context.Context, lis net.Listener, opts *redis.Options) error {
-	rdb := redis.NewClient(opts)
+func run(ctx context.Context, lis net.Listener, redisURL string) error {
+	rdb, err := redisurl.Open(redisURL)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	m, err := mutex.New(rdb, mutex.Config{Prefix: prefix})
 	if err != nil {
@@ -90,7 +100,7 @@ func newHandler(m *mutex.Mutex, s *store) http.Handler {
 // store keeps one balance per account in a Redis hash, with the fencing
 // token of its last write.
 type store struct {
-	rdb *redis.Client
+	rdb redis.UniversalClient
 }
 
 // fencedWrite sets the balance unless a write with a newer fencing token

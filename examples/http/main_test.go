@@ -11,18 +11,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/alicebob/miniredis/v2"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/internal/redistest"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// replicas starts n instances of the service on 127.0.0.1:0, all on opts,
+// replicas starts n instances of the service on 127.0.0.1:0, all on redisURL,
 // and returns their base URLs. They are stopped, and run must have
 // returned nil, at cleanup.
-func replicas(t *testing.T, n int, opts *redis.Options) []string {
+func replicas(t *testing.T, n int, redisURL string) []string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -34,7 +33,7 @@ func replicas(t *testing.T, n int, opts *redis.Options) []string {
 			t.Fatal(err)
 		}
 		urls[i] = "http://" + lis.Addr().String()
-		wg.Go(func() { errs[i] = run(ctx, lis, opts) })
+		wg.Go(func() { errs[i] = run(ctx, lis, redisURL) })
 	}
 	t.Cleanup(func() {
 		cancel()
@@ -89,11 +88,7 @@ func deposits(t *testing.T, urls, accounts []string, perAccount int) {
 
 func TestConcurrentDepositsAcrossReplicas(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisurl.Options(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
+	redisURL := srv.URL()
 	rdb := srv.Client(t)
 	accounts := []string{"alice", "bob", "carol"}
 	t.Cleanup(func() {
@@ -101,7 +96,7 @@ func TestConcurrentDepositsAcrossReplicas(t *testing.T) {
 			rdb.Del(context.Background(), accountKey(a))
 		}
 	})
-	urls := replicas(t, 3, opts)
+	urls := replicas(t, 3, redisURL)
 	deposits(t, urls, accounts, 20)
 
 	// Every lock was released: only the balances are left.
@@ -118,12 +113,8 @@ func TestConcurrentDepositsAcrossReplicas(t *testing.T) {
 
 func TestAnswers(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisurl.Options(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	urls := replicas(t, 1, opts)
+	redisURL := srv.URL()
+	urls := replicas(t, 1, redisURL)
 	c := &http.Client{}
 	defer c.CloseIdleConnections()
 	for _, tt := range []struct {
@@ -144,28 +135,20 @@ func TestAnswers(t *testing.T) {
 }
 
 func TestEmbeddedRedis(t *testing.T) {
-	opts, stop, err := redisurl.Options("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	urls := replicas(t, 2, opts)
+	redisURL := "redis://" + miniredis.RunT(t).Addr()
+	urls := replicas(t, 2, redisURL)
 	deposits(t, urls, []string{"erin", "frank"}, 5)
 }
 
 func TestRunStopsWithItsContext(t *testing.T) {
-	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
+	redisURL := redistest.Shared(t).URL()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, lis, opts) }()
+	go func() { done <- run(ctx, lis, redisURL) }()
 	cancel()
 	select {
 	case err := <-done:

@@ -10,11 +10,12 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/keyed"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 const (
@@ -26,19 +27,25 @@ const (
 )
 
 func main() {
-	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
-	if err != nil {
-		log.Fatal(err)
+	// REDIS_URL names the Redis to use, in any form redisurl.Open accepts;
+	// without it, the example runs an embedded, in-memory Redis.
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.Start(); err != nil {
+			log.Fatal(err)
+		}
+		defer mr.Close()
+		redisURL = "redis://" + mr.Addr()
 	}
-	defer stop()
-	if err := run(context.Background(), opts, os.Stdout); err != nil {
+	if err := run(context.Background(), redisURL, os.Stdout); err != nil {
 		log.Fatal(err)
 	}
 }
 
 // bank stores one balance per user in Redis.
 type bank struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	users *keyed.Keyed[int64]
 }
 
@@ -80,8 +87,11 @@ func (b *bank) transfer(ctx context.Context, from, to, amount int64) (err error)
 	return b.add(ctx, to, amount)
 }
 
-func run(ctx context.Context, opts *redis.Options, out io.Writer) error {
-	rdb := redis.NewClient(opts)
+func run(ctx context.Context, redisURL string, out io.Writer) error {
+	rdb, err := redisurl.Open(redisURL)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 
 	m, err := mutex.New(rdb, mutex.Config{Prefix: prefix})
@@ -143,9 +153,11 @@ func run(ctx context.Context, opts *redis.Options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "total %d, expected %d\n", total, users*(initialBalance+workers*rounds))
 
-	keys := make([]string, 0, users)
+	// One DEL per key: on a Redis Cluster the keys live in different slots.
 	for user := int64(1); user <= users; user++ {
-		keys = append(keys, balanceKey(user))
+		if err := rdb.Del(ctx, balanceKey(user)).Err(); err != nil {
+			return err
+		}
 	}
-	return rdb.Del(ctx, keys...).Err()
+	return nil
 }

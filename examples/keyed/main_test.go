@@ -6,7 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -29,13 +30,9 @@ func checkOutput(t *testing.T, out string) {
 
 func TestKeyedExample(t *testing.T) {
 	srv := redistest.Shared(t)
-	opts, stop, err := redisurl.Options(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	redisURL := srv.URL()
 	var out bytes.Buffer
-	if err := run(t.Context(), opts, &out); err != nil {
+	if err := run(t.Context(), redisURL, &out); err != nil {
 		t.Fatal(err)
 	}
 	checkOutput(t, out.String())
@@ -52,13 +49,9 @@ func TestKeyedExample(t *testing.T) {
 }
 
 func TestKeyedExampleEmbedded(t *testing.T) {
-	opts, stop, err := redisurl.Options("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	redisURL := "redis://" + miniredis.RunT(t).Addr()
 	var out bytes.Buffer
-	if err := run(t.Context(), opts, &out); err != nil {
+	if err := run(t.Context(), redisURL, &out); err != nil {
 		t.Fatal(err)
 	}
 	checkOutput(t, out.String())

@@ -2,9 +2,10 @@
 // taken and released inside a request span, a contended TryLock, a Lock
 // given up by its context, and a lease lost because the work outlived it.
 //
-// It connects to REDIS_URL when set (for example redis://localhost:6379/0)
-// and otherwise to an embedded in-memory Redis. Spans and metrics are printed
-// to stdout:
+// It connects to REDIS_URL when set (any form that redisurl.Open accepts,
+// such as redis://localhost:6379/0 or
+// redis+sentinel://sentinel1,sentinel2/mymaster) and otherwise to an
+// embedded in-memory Redis. Spans and metrics are printed to stdout:
 //
 //	go run ./examples/otel
 //

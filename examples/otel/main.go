@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/alicebob/miniredis/v2"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -19,22 +19,28 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/mutex"
 	"github.com/distlock/distlock/otellock"
+	"github.com/distlock/distlock/redisurl"
 )
 
 func main() {
-	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
-	if err != nil {
-		log.Fatal(err)
+	// REDIS_URL names the Redis to use, in any form redisurl.Open accepts;
+	// without it, the example runs an embedded, in-memory Redis.
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.Start(); err != nil {
+			log.Fatal(err)
+		}
+		defer mr.Close()
+		redisURL = "redis://" + mr.Addr()
 	}
-	defer stop()
 	exp := exportStdout
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
 		exp = exportOTLP
 	}
-	if err := run(context.Background(), opts, os.Stdout, exp); err != nil {
+	if err := run(context.Background(), redisURL, os.Stdout, exp); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -84,7 +90,7 @@ func providers(ctx context.Context, exp export, out io.Writer) (*sdktrace.Tracer
 	return tp, mp, shutdown, nil
 }
 
-func run(ctx context.Context, opts *redis.Options, out io.Writer, exp export) (err error) {
+func run(ctx context.Context, redisURL string, out io.Writer, exp export) (err error) {
 	tp, mp, shutdown, err := providers(ctx, exp, out)
 	if err != nil {
 		return err
@@ -95,7 +101,10 @@ func run(ctx context.Context, opts *redis.Options, out io.Writer, exp export) (e
 		err = errors.Join(err, shutdown(sctx))
 	}()
 
-	client := redis.NewClient(opts)
+	client, err := redisurl.Open(redisURL)
+	if err != nil {
+		return err
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "otel-example", TTL: 5 * time.Second})
 	if err != nil {

@@ -11,7 +11,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -79,13 +80,9 @@ func decode(t *testing.T, out string) (lines string, spans map[string][]stdoutSp
 }
 
 func TestOtelExample(t *testing.T) {
-	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	redisURL := redistest.Shared(t).URL()
 	var out bytes.Buffer
-	if err := run(t.Context(), opts, &out, exportStdout); err != nil {
+	if err := run(t.Context(), redisURL, &out, exportStdout); err != nil {
 		t.Fatal(err)
 	}
 	lines, spans, metrics := decode(t, out.String())
@@ -142,13 +139,9 @@ func TestOtelExample(t *testing.T) {
 }
 
 func TestOtelExampleEmbedded(t *testing.T) {
-	opts, stop, err := redisurl.Options("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	redisURL := "redis://" + miniredis.RunT(t).Addr()
 	var out bytes.Buffer
-	if err := run(t.Context(), opts, &out, exportStdout); err != nil {
+	if err := run(t.Context(), redisURL, &out, exportStdout); err != nil {
 		t.Fatal(err)
 	}
 	_, spans, _ := decode(t, out.String())
@@ -175,13 +168,9 @@ func TestOtelExampleOTLP(t *testing.T) {
 	defer collector.Close()
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
 
-	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	redisURL := redistest.Shared(t).URL()
 	var out bytes.Buffer
-	if err := run(t.Context(), opts, &out, exportOTLP); err != nil {
+	if err := run(t.Context(), redisURL, &out, exportOTLP); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(out.String(), "{") {

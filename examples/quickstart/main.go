@@ -8,25 +8,34 @@ import (
 	"os"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/alicebob/miniredis/v2"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 func main() {
-	opts, stop, err := redisurl.Options(os.Getenv("REDIS_URL"))
-	if err != nil {
-		log.Fatal(err)
+	// REDIS_URL names the Redis to use, in any form redisurl.Open accepts;
+	// without it, the example runs an embedded, in-memory Redis.
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.Start(); err != nil {
+			log.Fatal(err)
+		}
+		defer mr.Close()
+		redisURL = "redis://" + mr.Addr()
 	}
-	defer stop()
-	if err := run(context.Background(), opts, os.Stdout); err != nil {
+	if err := run(context.Background(), redisURL, os.Stdout); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, opts *redis.Options, out io.Writer) error {
-	client := redis.NewClient(opts)
+func run(ctx context.Context, redisURL string, out io.Writer) error {
+	client, err := redisurl.Open(redisURL)
+	if err != nil {
+		return err
+	}
 	defer client.Close()
 
 	m, err := mutex.New(client, mutex.Config{Prefix: "quickstart", TTL: 5 * time.Second})

@@ -5,7 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/distlock/distlock/examples/internal/redisurl"
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/distlock/distlock/internal/redistest"
 )
 
@@ -13,12 +14,8 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 
 func TestQuickstart(t *testing.T) {
 	var out bytes.Buffer
-	opts, stop, err := redisurl.Options(redistest.Shared(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	if err := run(t.Context(), opts, &out); err != nil {
+	redisURL := redistest.Shared(t).URL()
+	if err := run(t.Context(), redisURL, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"locked [report:2026]", "second attempt: mutex: not obtained", "extended", "key is now available"} {
@@ -30,12 +27,8 @@ func TestQuickstart(t *testing.T) {
 
 func TestQuickstartEmbedded(t *testing.T) {
 	var out bytes.Buffer
-	opts, stop, err := redisurl.Options("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	if err := run(t.Context(), opts, &out); err != nil {
+	redisURL := "redis://" + miniredis.RunT(t).Addr()
+	if err := run(t.Context(), redisURL, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "key is now available") {
