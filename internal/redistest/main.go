@@ -12,8 +12,9 @@ import (
 
 // shared holds the servers that outlive single tests; Main stops them.
 var shared struct {
-	mu     sync.Mutex
-	server *Server
+	mu      sync.Mutex
+	server  *Server
+	cluster *Cluster
 	// stops releases everything shared (servers and their directories).
 	stops []func() error
 }
@@ -89,7 +90,7 @@ func stopShared() error {
 	for _, stop := range shared.stops {
 		errs = append(errs, stop())
 	}
-	shared.server, shared.stops = nil, nil
+	shared.server, shared.cluster, shared.stops = nil, nil, nil
 	return errors.Join(errs...)
 }
 

@@ -78,6 +78,7 @@ func Binary() (string, error) {
 type Option func(*options)
 
 type options struct {
+	conf         string // config file, passed as the first argument
 	args         []string
 	port         int
 	startTimeout time.Duration
@@ -106,6 +107,7 @@ func WithStartTimeout(d time.Duration) Option {
 // Server is a redis-server process run for tests.
 type Server struct {
 	bin          string
+	conf         string
 	args         []string
 	dir          string
 	logPath      string
@@ -168,6 +170,7 @@ func newServer(bin, dir string, opts []Option) (*Server, error) {
 	}
 	s := &Server{
 		bin:          bin,
+		conf:         o.conf,
 		args:         o.args,
 		dir:          dir,
 		logPath:      filepath.Join(dir, "redis.log"),
@@ -365,6 +368,9 @@ func (s *Server) launch() (*process, error) {
 		"--appendonly", "no",
 		"--dir", s.dir,
 	}, s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
 	fmt.Fprintf(logf, "=== redistest: %s %s\n", s.bin, quoteArgs(args))
 	cmd := exec.Command(s.bin, args...)
 	// A file (not a pipe) as output means no copying goroutine, and no
