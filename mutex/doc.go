@@ -178,7 +178,8 @@
 // eviction), and a server restarted without persistence, or a replica
 // promoted before it received a grant, forgets the locks it held. Leases
 // assume the local clock rate is close to the server's (the drift allowance
-// covers 1%).
+// covers 1%). Verify asks the servers and reports, wrapping ErrUnsafeServer,
+// a maxmemory-policy that can evict held locks or a server older than 6.2.
 //
 // # Keys
 //
@@ -198,7 +199,8 @@
 // repeated key) gets an error wrapping ErrInvalid before any Redis call.
 // Contention gives ErrNotObtained, a lease that is gone ErrNotHeld or
 // ErrReleased, a closed Mutex ErrClosed, locking a key that the context
-// already holds ErrReentrant; every other error comes from Redis. The
+// already holds ErrReentrant, and Verify ErrUnsafeServer for a server
+// setting that makes locks unsafe; every other error comes from Redis. The
 // acquire, release and extend scripts are loaded again transparently when
 // the server's script cache is flushed or the server restarts.
 //

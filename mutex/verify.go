@@ -1,0 +1,102 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrUnsafeServer is wrapped by the errors of Verify that name a server
+// setting under which locks are not safe, or a server too old to run the
+// Mutex's scripts.
+var ErrUnsafeServer = errors.New("mutex: unsafe server")
+
+// minVersion is the oldest Redis the scripts run on (ZMSCORE came in 6.2).
+var minVersion = [2]int{6, 2}
+
+// Verify asks each server behind the Mutex's client (every primary of a
+// Cluster) for its version and memory settings, and reports what makes
+// locks unsafe there, in an error wrapping ErrUnsafeServer:
+//
+//   - a maxmemory limit with a maxmemory-policy other than noeviction:
+//     lock keys carry a TTL, so both the allkeys-* and the volatile-*
+//     policies may evict a lock that is held;
+//   - a server older than Redis 6.2.
+//
+// New makes no Redis call, so Verify is the place to check a deployment,
+// once at start-up. It uses INFO, which managed services allow where they
+// rename CONFIG. An error that does not wrap ErrUnsafeServer means Verify
+// could not ask (Redis unreachable, INFO refused). It does not judge
+// persistence: whether a restart may forget locks is a choice of the
+// deployment (see Safety conditions).
+func (m *Mutex) Verify(ctx context.Context) error {
+	if cc, ok := m.client.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		var errs []error
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			if err := verifyServer(ctx, node, node.Options().Addr); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+		return errors.Join(append(errs, err)...)
+	}
+	addr := "server"
+	if c, ok := m.client.(*redis.Client); ok {
+		addr = c.Options().Addr
+	}
+	return verifyServer(ctx, m.client, addr)
+}
+
+func verifyServer(ctx context.Context, c redis.Cmdable, addr string) error {
+	info, err := c.Info(ctx, "server", "memory").Result()
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", addr, err)
+	}
+	return checkServerInfo(addr, info)
+}
+
+// checkServerInfo judges the reply of INFO server memory of the server at
+// addr.
+func checkServerInfo(addr, info string) error {
+	fields := make(map[string]string)
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			fields[k] = v
+		}
+	}
+	var errs []error
+	version := fields["redis_version"]
+	if !atLeast(version, minVersion) {
+		errs = append(errs, fmt.Errorf("%w: %s: redis_version %q, need %d.%d or later",
+			ErrUnsafeServer, addr, version, minVersion[0], minVersion[1]))
+	}
+	policy := fields["maxmemory_policy"]
+	maxmemory, _ := strconv.ParseInt(fields["maxmemory"], 10, 64)
+	if maxmemory > 0 && policy != "noeviction" {
+		errs = append(errs, fmt.Errorf("%w: %s: maxmemory-policy %s with maxmemory %d can evict held locks; use noeviction",
+			ErrUnsafeServer, addr, policy, maxmemory))
+	}
+	return errors.Join(errs...)
+}
+
+// atLeast reports whether the dotted version v is min or later.
+func atLeast(v string, min [2]int) bool {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return major > min[0] || major == min[0] && minor >= min[1]
+}

@@ -1,0 +1,59 @@
+package mutex_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/distlock/distlock/internal/redistest"
+	"github.com/distlock/distlock/mutex"
+)
+
+func TestVerify(t *testing.T) {
+	ctx := t.Context()
+	safe := redistest.Shared(t)
+	m := newMutex(t, safe, mutex.Config{Prefix: prefix(t)})
+	if err := m.Verify(ctx); err != nil {
+		t.Fatalf("default server reported: %v", err)
+	}
+
+	evicting := redistest.Start(t, redistest.WithArgs("--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru"))
+	m = newMutex(t, evicting, mutex.Config{Prefix: prefix(t)})
+	err := m.Verify(ctx)
+	if !errors.Is(err, mutex.ErrUnsafeServer) || !strings.Contains(err.Error(), evicting.Addr()+": maxmemory-policy volatile-lru") {
+		t.Fatalf("evicting server: got %v", err)
+	}
+
+	evicting.Stop(t)
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err = m.Verify(short)
+	if err == nil || errors.Is(err, mutex.ErrUnsafeServer) {
+		t.Fatalf("unreachable server: want an error that is not ErrUnsafeServer, got %v", err)
+	}
+}
+
+func ExampleMutex_Verify() {
+	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	defer client.Close()
+	m, err := mutex.New(client, mutex.Config{Prefix: "example"})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	// Once at start-up: a server that can evict held locks is refused.
+	if err := m.Verify(context.Background()); errors.Is(err, mutex.ErrUnsafeServer) {
+		fmt.Println("refusing to run:", err)
+		return
+	} else if err != nil {
+		fmt.Println("cannot check Redis:", err)
+		return
+	}
+	fmt.Println("server is safe for locks")
+	// Output: server is safe for locks
+}
