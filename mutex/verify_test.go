@@ -57,3 +57,32 @@ func ExampleMutex_Verify() {
 	fmt.Println("server is safe for locks")
 	// Output: server is safe for locks
 }
+
+// On a Cluster, Verify asks every primary and names the one that can evict.
+func TestVerifyCluster(t *testing.T) {
+	ctx := t.Context()
+	cluster := redistest.StartCluster(t)
+	m, err := mutex.New(cluster.Client(t), mutex.Config{Prefix: prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Verify(ctx); err != nil {
+		t.Fatalf("default cluster reported: %v", err)
+	}
+	primary := cluster.Primaries(t)[1]
+	c := primary.Client(t)
+	if err := c.ConfigSet(ctx, "maxmemory", "64mb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigSet(ctx, "maxmemory-policy", "allkeys-lfu").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err = m.Verify(ctx)
+	if !errors.Is(err, mutex.ErrUnsafeServer) || !strings.Contains(err.Error(), primary.Addr()+": maxmemory-policy allkeys-lfu") {
+		t.Fatalf("evicting primary: got %v", err)
+	}
+	if n := strings.Count(err.Error(), "mutex: unsafe server"); n != 1 {
+		t.Errorf("want one primary reported, got %d: %v", n, err)
+	}
+}
