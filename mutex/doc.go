@@ -181,6 +181,22 @@
 // covers 1%). Verify asks the servers and reports, wrapping ErrUnsafeServer,
 // a maxmemory-policy that can evict held locks or a server older than 6.2.
 //
+// # Replicas
+//
+// Redis replicates asynchronously: a primary that fails right after a grant
+// may be replaced by a replica that never received it, which then grants
+// the same key again. Config.Replicas closes most of that window: after
+// each grant and each Extend, the Mutex extends the keys and runs WAIT on
+// the same connection, in one round trip, and counts the grant only when
+// that many replicas acknowledged it within Config.ReplicaTimeout. A grant
+// they did not acknowledge is released, and Lock and TryLock return an
+// error wrapping ErrNotReplicated; an Extend they did not acknowledge ends
+// the lease (its error matches ErrNotReplicated and ErrNotHeld). A FIFO
+// handover is confirmed before Lock returns. On a Cluster, the replicas
+// are those of the key's shard. WAIT makes a replica's copy likely, not
+// certain: a replica can still lose an acknowledged write if it restarts
+// without persistence before it is promoted.
+//
 // # Keys
 //
 // A key is a non-empty string of at most MaxKeyLen (512) bytes; a call takes

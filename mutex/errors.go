@@ -21,6 +21,11 @@ var (
 	// ErrClosed reports that the Mutex was closed.
 	ErrClosed = errors.New("mutex: closed")
 
+	// ErrNotReplicated reports a grant or an extension that fewer replicas
+	// acknowledged than Config.Replicas asks for, within its
+	// ReplicaTimeout.
+	ErrNotReplicated = errors.New("mutex: not replicated")
+
 	// ErrInvalid is wrapped by every error about bad input: a nil client, a
 	// bad configuration or bad keys. Such errors are returned before any
 	// Redis call.

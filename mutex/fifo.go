@@ -170,7 +170,13 @@ func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try
 		f.failed(rkeys, token, sends, err)
 		return nil, nil, err
 	}
-	return f.m.grantOrBlocked(res, keys, rkeys, token, start)
+	l, blocked, err := f.m.grantOrBlocked(res, keys, rkeys, token, start)
+	if l != nil {
+		if err := f.m.replicated(ctx, l); err != nil {
+			return nil, nil, err
+		}
+	}
+	return l, blocked, err
 }
 
 // claim takes the resources for a queued waiter at the head of their
@@ -191,6 +197,11 @@ func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l
 	l, blocked, err := f.m.grantOrBlocked(res, keys, rkeys, token, start)
 	if err == nil && l == nil && blocked == nil {
 		return nil, true, nil
+	}
+	if l != nil {
+		if err := f.m.replicated(ctx, l); err != nil {
+			return nil, false, err
+		}
 	}
 	return l, false, err
 }
@@ -454,7 +465,9 @@ func (f *fifo) handedOver(ctx context.Context, keys, rkeys []string, token, fenc
 	if l.Err() != nil {
 		return nil, nil
 	}
-	if time.Until(l.Deadline()) >= validity/2 {
+	// With replicas to wait for, the grant counts only once they have
+	// acknowledged it: the confirmation comes first.
+	if m.replicas == 0 && time.Until(l.Deadline()) >= validity/2 {
 		m.mu.Lock()
 		started := m.goLocked(func(context.Context) {
 			// Close waits for this confirmation rather than cancel it,
@@ -470,7 +483,9 @@ func (f *fifo) handedOver(ctx context.Context, keys, rkeys []string, token, fenc
 		}
 	}
 	if err := l.Extend(ctx); err != nil {
-		if errors.Is(err, ErrNotHeld) {
+		// Too few replicas acknowledged the grant: it is being released,
+		// so the waiter must not claim it again under this token.
+		if errors.Is(err, ErrNotHeld) && !errors.Is(err, ErrNotReplicated) {
 			return nil, nil
 		}
 		return nil, err

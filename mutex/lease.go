@@ -2,6 +2,7 @@ package mutex
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -129,6 +130,13 @@ func (l *lease) Extend(ctx context.Context) error {
 		return fmt.Errorf("extend: %w", err)
 	}
 	start := time.Now()
+	if l.m.replicas > 0 {
+		idx, err := l.extendReplicated(ctx)
+		if errors.Is(err, ErrNotReplicated) {
+			return l.lostToReplicas(err)
+		}
+		return l.extended(start, idx, err)
+	}
 	idx, err := extendScript.Run(ctx, l.m.client, l.rkeys, l.value, l.m.ttlMS).Int64()
 	return l.extended(start, idx, err)
 }

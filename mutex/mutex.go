@@ -21,6 +21,9 @@ const (
 	DefaultTTL = 10 * time.Second
 	// MinTTL is the shortest accepted Config.TTL.
 	MinTTL = 10 * time.Millisecond
+	// DefaultReplicaTimeout is the ReplicaTimeout used when
+	// Config.ReplicaTimeout is zero.
+	DefaultReplicaTimeout = 100 * time.Millisecond
 )
 
 // Config configures a Mutex. The zero value is ready to use.
@@ -35,6 +38,16 @@ type Config struct {
 	TTL time.Duration
 	// FIFO grants each key in the order the Lock calls reached Redis.
 	FIFO bool
+	// Replicas is how many replicas must acknowledge a grant or an Extend,
+	// through WAIT, before it counts; zero turns the check off. A grant
+	// that fewer replicas acknowledged is released, and Lock and TryLock
+	// fail with an error wrapping ErrNotReplicated; such an Extend ends the
+	// lease. It needs a *redis.Client (standalone or failover) or a
+	// *redis.ClusterClient.
+	Replicas int
+	// ReplicaTimeout bounds the wait for the replicas' acknowledgement.
+	// Zero means DefaultReplicaTimeout.
+	ReplicaTimeout time.Duration
 }
 
 // Status is the state of a set of keys reported by Check.
@@ -109,6 +122,10 @@ type Mutex struct {
 	ttl    time.Duration
 	ttlMS  string
 	mode   mode
+	// replicas must acknowledge a grant or an extension within
+	// replicaTimeout (Config.Replicas); zero turns WAIT off.
+	replicas       int
+	replicaTimeout time.Duration
 
 	mu       sync.Mutex
 	sub      *subscriber // started with the first subscription
@@ -172,20 +189,40 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		return nil, invalidf("TTL %v shorter than %v", ttl, MinTTL)
 	}
 	ttl = ttl.Truncate(time.Millisecond)
+	replicaTimeout := cfg.ReplicaTimeout
+	switch {
+	case cfg.Replicas < 0:
+		return nil, invalidf("negative Replicas %d", cfg.Replicas)
+	case replicaTimeout < 0:
+		return nil, invalidf("negative ReplicaTimeout %v", replicaTimeout)
+	case replicaTimeout == 0:
+		replicaTimeout = DefaultReplicaTimeout
+	case replicaTimeout < time.Millisecond:
+		return nil, invalidf("ReplicaTimeout %v shorter than 1ms", replicaTimeout)
+	}
+	if cfg.Replicas > 0 {
+		switch client.(type) {
+		case *redis.Client, *redis.ClusterClient:
+		default:
+			return nil, invalidf("Replicas needs a *redis.Client or *redis.ClusterClient, not %T", client)
+		}
+	}
 	var id [9]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, fmt.Errorf("new: random id: %w", err)
 	}
 	bgCtx, bgCancel := context.WithCancel(context.Background())
 	m := &Mutex{
-		id:       base64.RawURLEncoding.EncodeToString(id[:]),
-		stop:     make(chan struct{}),
-		bgCtx:    bgCtx,
-		bgCancel: bgCancel,
-		client:   client,
-		prefix:   prefix,
-		ttl:      ttl,
-		ttlMS:    strconv.FormatInt(ttl.Milliseconds(), 10),
+		id:             base64.RawURLEncoding.EncodeToString(id[:]),
+		stop:           make(chan struct{}),
+		bgCtx:          bgCtx,
+		bgCancel:       bgCancel,
+		client:         client,
+		prefix:         prefix,
+		ttl:            ttl,
+		ttlMS:          strconv.FormatInt(ttl.Milliseconds(), 10),
+		replicas:       cfg.Replicas,
+		replicaTimeout: replicaTimeout.Truncate(time.Millisecond),
 	}
 	if cfg.FIFO {
 		m.mode = newFIFO(m)

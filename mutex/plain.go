@@ -147,7 +147,13 @@ func (p *plain) attempt(ctx context.Context, keys, rkeys []string) (*lease, *Not
 		}
 		return nil, nil, err
 	}
-	return m.grantOrBlocked(res, keys, rkeys, token, start)
+	l, blocked, err := m.grantOrBlocked(res, keys, rkeys, token, start)
+	if l != nil {
+		if err := m.replicated(ctx, l); err != nil {
+			return nil, nil, err
+		}
+	}
+	return l, blocked, err
 }
 
 // lock implements Lock.
