@@ -58,31 +58,7 @@ func TestCloseLeavesAGrantedFIFOLeaseHeld(t *testing.T) {
 		<-closed
 	}})
 	must(fifoClaimScript.Load(ctx, c1).Result())
-	held := must(m2.TryLock(ctx, "k1"))
-	res := make(chan Lease, 1)
-	go func() {
-		l, err := m1.Lock(ctx, "k1", "k2")
-		if err != nil {
-			t.Errorf("lock: %v", err)
-		}
-		res <- l
-	}()
-	f := m1.mode.(*fifo)
-	waitFor(t, "enqueued", func() bool {
-		m1.mu.Lock()
-		defer m1.mu.Unlock()
-		for _, w := range f.tokens {
-			if w.enqueued {
-				return true
-			}
-		}
-		return false
-	})
-	must2(t, held.Unlock(ctx))
-	l := <-res
-	if l == nil {
-		t.Fatal("Lock returned no lease")
-	}
+	l := lockWhenReleased(t, m1, m2)
 	t.Logf("lease from m1: err=%v deadline in %v", l.Err(), time.Until(l.(*lease).Deadline()))
 	l2, err := m3.TryLock(ctx, "k1", "k2")
 	if err == nil && l.Err() == nil {
@@ -165,6 +141,27 @@ func TestFIFOGrantReleasedAsLateIsNotReclaimed(t *testing.T) {
 	must(fifoReleaseScript.Load(ctx, c1).Result())
 	must(fifoLockScript.Load(ctx, c1).Result())
 
+	l := lockWhenReleased(t, m1, m2)
+	defer func() { _ = l.Unlock(ctx) }()
+	select {
+	case <-h.releaseRun:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the late grant was never released")
+	}
+	want := l.Token() + ":" + strconv.FormatInt(l.Fence(), 10)
+	for _, k := range []string{"k1", "k2"} {
+		got, _ := srv.Client(t).Get(ctx, m1.redisKey(k)).Result()
+		if got != want && l.Err() == nil {
+			t.Errorf("key %s holds %q, yet the lease %q returned by Lock is valid", k, got, want)
+		}
+	}
+}
+
+// lockWhenReleased has m2 hold "k1" while m1 locks "k1" and "k2" and
+// queues, then releases "k1" and returns the lease m1's Lock returns.
+func lockWhenReleased(t *testing.T, m1, m2 *Mutex) Lease {
+	t.Helper()
+	ctx := context.Background()
 	held := must(m2.TryLock(ctx, "k1"))
 	res := make(chan Lease, 1)
 	go func() {
@@ -190,17 +187,5 @@ func TestFIFOGrantReleasedAsLateIsNotReclaimed(t *testing.T) {
 	if l == nil {
 		t.Fatal("Lock returned no lease")
 	}
-	defer func() { _ = l.Unlock(ctx) }()
-	select {
-	case <-h.releaseRun:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the late grant was never released")
-	}
-	want := l.Token() + ":" + strconv.FormatInt(l.Fence(), 10)
-	for _, k := range []string{"k1", "k2"} {
-		got, _ := srv.Client(t).Get(ctx, m1.redisKey(k)).Result()
-		if got != want && l.Err() == nil {
-			t.Errorf("key %s holds %q, yet the lease %q returned by Lock is valid", k, got, want)
-		}
-	}
+	return l
 }
