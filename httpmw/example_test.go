@@ -6,14 +6,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/distlock/distlock/httpmw"
-	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 // post sends an empty POST and prints the status and body.
@@ -29,7 +29,10 @@ func post(url string) {
 }
 
 func ExampleSerialize() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-httpmw"})
 	if err != nil {
@@ -54,7 +57,10 @@ func ExampleSerialize() {
 }
 
 func ExampleSerialize_busy() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-httpmw"})
 	if err != nil {
@@ -87,7 +93,10 @@ func ExampleSerialize_busy() {
 
 // Serialize works with chi routers as it is.
 func ExampleSerialize_chi() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-httpmw"})
 	if err != nil {

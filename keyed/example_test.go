@@ -4,20 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
-	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/keyed"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 // exampleMutex returns a Mutex on the package's test server and a function
 // that closes it and its client.
 func exampleMutex(prefix string) (*mutex.Mutex, func()) {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	m, err := mutex.New(client, mutex.Config{Prefix: prefix})
 	if err != nil {
 		panic(err)

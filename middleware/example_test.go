@@ -4,17 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/middleware"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 func ExampleChain() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-chain", TTL: 3 * time.Second})
 	if err != nil {
@@ -36,7 +38,10 @@ func ExampleChain() {
 }
 
 func ExampleRetry() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-retry", TTL: 200 * time.Millisecond})
 	if err != nil {
@@ -81,7 +86,10 @@ func ExampleRetry() {
 }
 
 func ExampleAutoExtend() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-autoextend", TTL: time.Second})
 	if err != nil {
@@ -115,7 +123,10 @@ func ExampleAutoExtend() {
 }
 
 func ExampleScheduler() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-scheduler", TTL: 3 * time.Second})
 	if err != nil {

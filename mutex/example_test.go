@@ -4,16 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
-func exampleClient() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+func exampleClient() redis.UniversalClient {
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
+	return client
 }
 
 func Example() {

@@ -3,6 +3,7 @@ package mutex_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,10 +15,14 @@ import (
 
 	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 func ExampleRenewer() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-renewer", TTL: time.Second})
 	if err != nil {

@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 func TestVerify(t *testing.T) {
@@ -39,7 +39,10 @@ func TestVerify(t *testing.T) {
 }
 
 func ExampleMutex_Verify() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example"})
 	if err != nil {

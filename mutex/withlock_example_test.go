@@ -4,16 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 func ExampleWithLock() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-withlock", TTL: 5 * time.Second})
 	if err != nil {
@@ -34,7 +36,10 @@ func ExampleWithLock() {
 }
 
 func ExampleWithLock_reentrant() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-reentrant"})
 	if err != nil {
@@ -67,7 +72,10 @@ func ExampleWithLock_reentrant() {
 }
 
 func ExampleRunLocked() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example-runlocked"})
 	if err != nil {

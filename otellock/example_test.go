@@ -3,21 +3,24 @@ package otellock_test
 import (
 	"context"
 	"fmt"
+	"os"
 
-	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/middleware"
 	"github.com/distlock/distlock/mutex"
 	"github.com/distlock/distlock/otellock"
+	"github.com/distlock/distlock/redisurl"
 )
 
 func Example() {
-	client := redis.NewClient(&redis.Options{Addr: redistest.SharedAddr()})
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
 	defer client.Close()
 	m, err := mutex.New(client, mutex.Config{Prefix: "example"})
 	if err != nil {

@@ -34,8 +34,9 @@ func Shared(t testing.TB) *Server {
 }
 
 // SharedAddr returns the address of the shared server, starting it if
-// needed, for code without a testing.TB such as Example functions. It panics
-// with the reason if the server cannot be started.
+// needed, for code without a testing.TB. It panics with the reason if the
+// server cannot be started. Main also gives the shared server's URL to
+// Example functions in REDIS_URL, so that they connect as a program would.
 func SharedAddr() string {
 	s, err := sharedServer()
 	if err != nil {
@@ -123,5 +124,16 @@ func run(m *testing.M) (code int) {
 			}
 		}
 	}()
+	// Example functions connect to REDIS_URL, as a program would: it names
+	// the shared server.
+	srv, err := sharedServer()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "redistest: %v\n", err)
+		return 1
+	}
+	if err := os.Setenv("REDIS_URL", srv.URL()); err != nil {
+		fmt.Fprintf(os.Stderr, "redistest: %v\n", err)
+		return 1
+	}
 	return m.Run()
 }
