@@ -62,66 +62,23 @@ func stateOf(m *Mutex) func(w *waiter) (string, bool) {
 	}
 }
 
-// X (a,b) is blocked on a; Y (b,c) ahead of X in queue b claims b. a's
-// release arrives while Y claims b: X.missed is set. Y then blocks on c and
-// stops claiming b: X, which does not claim b, must be told to try, not
-// sleep until a's old TTL.
-func TestWaiterWokenWhenAheadStopsClaimingItsKey(t *testing.T) {
-	srv := redistest.Shared(t)
-	ctx := context.Background()
-	pfx := "iv:" + t.Name()
-	m1, m2, p := newPlainPair(t, srv.Client(t), pfx)
-	ra, rb, rc := m1.redisKey("a"), m1.redisKey("b"), m1.redisKey("c")
-	waiterOf, field := waiterIn(m1, p), stateOf(m1)
-	la := must(m2.TryLock(ctx, "a"))
-	lb := must(m2.TryLock(ctx, "b"))
-	lc := must(m2.TryLock(ctx, "c"))
-
-	yc := make(chan error, 1)
-	go func() { _, err := m1.Lock(ctx, "b", "c"); yc <- err }()
-	waitFor(t, "Y queued", func() bool { w := waiterOf(rb, 0); return w != nil })
-	Y := waiterOf(rb, 0)
-	waitFor(t, "Y blocked on b", func() bool { b, _ := field(Y); return b == rb })
-
-	xctx, cancel := context.WithTimeout(ctx, 4*time.Second)
-	defer cancel()
-	xc := make(chan error, 1)
-	start := time.Now()
-	go func() {
-		l, err := m1.Lock(xctx, "a", "b")
-		if l != nil {
-			defer l.Unlock(ctx)
-		}
-		xc <- err
-	}()
-	waitFor(t, "X queued", func() bool { return waiterOf(rb, 1) != nil })
-	X := waiterOf(rb, 1)
-	must2(t, lb.Unlock(ctx)) // Y tries: c held -> Y.blocked=c; X kicked: a held -> X.blocked=a
-	waitFor(t, "Y blocked on c", func() bool { b, _ := field(Y); return b == rc })
-	waitFor(t, "X blocked on a", func() bool { b, _ := field(X); return b == ra })
-
-	lb2 := must(m2.TryLock(ctx, "b"))
-	must2(t, lc.Unlock(ctx)) // Y tries: b held -> Y.blocked=b (claims b again)
-	waitFor(t, "Y blocked on b again", func() bool { b, _ := field(Y); return b == rb })
-
-	must2(t, la.Unlock(ctx)) // a free; X may not try (Y claims b): X.missed
-	waitFor(t, "X missed", func() bool { _, m := field(X); return m })
-
-	lc2 := must(m2.TryLock(ctx, "c"))
-	defer lc2.Unlock(ctx)
-	must2(t, lb2.Unlock(ctx)) // Y tries: b free, c held -> Y.blocked=c; nobody wakes X
-	waitFor(t, "Y blocked on c again", func() bool { b, _ := field(Y); return b == rc })
-	t.Logf("a and b are free now (%v)", time.Since(start))
-	if err := <-xc; err != nil {
-		t.Fatalf("X (a,b) not woken although a and b have been free: %v", err)
-	}
+// missedBehind sets up, on m1, Y (b,c) ahead of X (a,b) in queue b: X is
+// blocked on a, and a's release arrives while Y claims b, so X.missed is
+// set. m2 holds b again (lb2); a and c are free. yc and xc report the ends
+// of Y's and X's Lock (Y unlocks at once if granted); start is when X
+// began to wait.
+type missedBehind struct {
+	Y      *waiter
+	lb2    Lease
+	yc, xc chan error
+	start  time.Time
+	field  func(w *waiter) (string, bool)
+	rc     string
+	m2     *Mutex
 }
 
-// X (a,b) is blocked on a; Y (b,c) ahead of X in queue b claims b. a's
-// release arrives while Y claims b: X.missed is set. Y then takes b and c
-// and leaves the queues, and releases them: X, which does not claim b, must
-// still be told to try, not sleep until a's old TTL.
-func TestWaiterWokenWhenAheadAcquires(t *testing.T) {
+func newMissedBehind(t *testing.T) *missedBehind {
+	t.Helper()
 	srv := redistest.Shared(t)
 	ctx := context.Background()
 	pfx := "iv:" + t.Name()
@@ -145,7 +102,7 @@ func TestWaiterWokenWhenAheadAcquires(t *testing.T) {
 	waitFor(t, "Y blocked on b", func() bool { b, _ := field(Y); return b == rb })
 
 	xctx, cancel := context.WithTimeout(ctx, 4*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	xc := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -167,13 +124,35 @@ func TestWaiterWokenWhenAheadAcquires(t *testing.T) {
 
 	must2(t, la.Unlock(ctx)) // a free; X may not try (Y claims b): X.missed
 	waitFor(t, "X missed", func() bool { _, m := field(X); return m })
+	return &missedBehind{Y: Y, lb2: lb2, yc: yc, xc: xc, start: start, field: field, rc: rc, m2: m2}
+}
 
-	must2(t, lb2.Unlock(ctx)) // Y takes b and c, and releases them
-	if err := <-yc; err != nil {
+// Y then blocks on c and stops claiming b: X, which does not claim b, must
+// be told to try, not sleep until a's old TTL.
+func TestWaiterWokenWhenAheadStopsClaimingItsKey(t *testing.T) {
+	ctx := context.Background()
+	s := newMissedBehind(t)
+	lc2 := must(s.m2.TryLock(ctx, "c"))
+	defer lc2.Unlock(ctx)
+	must2(t, s.lb2.Unlock(ctx)) // Y tries: b free, c held -> Y.blocked=c; nobody wakes X
+	waitFor(t, "Y blocked on c again", func() bool { b, _ := s.field(s.Y); return b == s.rc })
+	t.Logf("a and b are free now (%v)", time.Since(s.start))
+	if err := <-s.xc; err != nil {
+		t.Fatalf("X (a,b) not woken although a and b have been free: %v", err)
+	}
+}
+
+// Y then takes b and c, leaves the queues and releases them: X, which does
+// not claim b, must still be told to try, not sleep until a's old TTL.
+func TestWaiterWokenWhenAheadAcquires(t *testing.T) {
+	ctx := context.Background()
+	s := newMissedBehind(t)
+	must2(t, s.lb2.Unlock(ctx)) // Y takes b and c, and releases them
+	if err := <-s.yc; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("a and b are free now (%v)", time.Since(start))
-	if err := <-xc; err != nil {
+	t.Logf("a and b are free now (%v)", time.Since(s.start))
+	if err := <-s.xc; err != nil {
 		t.Fatalf("X (a,b) not woken although a and b have been free: %v", err)
 	}
 }
