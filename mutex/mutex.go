@@ -521,7 +521,10 @@ func notObtained(last *NotObtainedError, cause error) error {
 // grantOrBlocked decodes the {1, fence} or {0, index, pttl} reply of an
 // acquire script sent at start. A grant whose validity ran out before the
 // reply arrived is released at once and reported as a nil lease and a nil
-// *NotObtainedError.
+// *NotObtainedError. The release runs in the background, so the caller must
+// not send token again: a request of it could find the grant still there
+// and take it back just before the release removes it (a FIFO waiter
+// queues again under a new token).
 func (m *Mutex) grantOrBlocked(res []any, keys, rkeys []string, token string, start time.Time) (*lease, *NotObtainedError, error) {
 	if len(res) < 2 {
 		return nil, nil, fmt.Errorf("acquire: unexpected reply %v", res)

@@ -78,7 +78,8 @@ func (l *lease) extendReplicated(ctx context.Context) (int64, error) {
 // replicated confirms a new grant with the replicas, when the Mutex asks
 // for them: it extends the lease and waits for their acknowledgement. If
 // that fails, the grant is released in the background and the lease ends;
-// the error is returned.
+// the error is returned, and, as after grantOrBlocked's late grants, the
+// caller must not send the lease's token again.
 func (m *Mutex) replicated(ctx context.Context, l *lease) error {
 	if m.replicas == 0 {
 		return nil
