@@ -255,3 +255,27 @@ func BenchmarkReplicas(b *testing.B) {
 	b.ReportMetric(float64((p1 - p0).Microseconds()), "added-µs")
 	b.ReportMetric(float64(pingP50(b, c).Microseconds()), "ping-µs")
 }
+
+// A FIFO handover that the replica does not acknowledge is not returned:
+// the waiter's Lock fails with ErrNotReplicated, and the key is released,
+// not left to the waiter's token.
+func TestReplicasMissingAtHandover(t *testing.T) {
+	primary, replica := primaryWithReplica(t)
+	ctx := t.Context()
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true, Replicas: 1, ReplicaTimeout: 50 * time.Millisecond}
+	a, b := newMutex(t, primary, cfg), newMutex(t, primary, cfg)
+	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+	got := lockAsync(ctx, b, "k")
+	time.Sleep(50 * time.Millisecond)
+
+	replica.Pause(t)
+	defer replica.Resume(t)
+	require.NoError(t, held.Unlock(ctx))
+	g := <-got
+	require.ErrorIs(t, g.err, mutex.ErrNotReplicated)
+	require.Nil(t, g.lease)
+	require.Eventually(t, func() bool {
+		st, err := a.Check(ctx, "k")
+		return err == nil && st == mutex.Available
+	}, 5*time.Second, 10*time.Millisecond, "the handed-over key is still held")
+}
