@@ -84,8 +84,7 @@ type Cluster struct {
 	cli   string
 	nodes []*Server
 
-	mu     sync.Mutex
-	admins map[*Server]*redis.Client // connections for the harness' own commands
+	admins admins // connections for the harness' own commands
 }
 
 // StartCluster starts a Redis Cluster of three primaries and three
@@ -128,9 +127,8 @@ func newCluster(dir string, opts []Option) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cli:    cli,
-		nodes:  make([]*Server, 2*clusterShards),
-		admins: make(map[*Server]*redis.Client),
+		cli:   cli,
+		nodes: make([]*Server, 2*clusterShards),
 	}
 	errs := make([]error, len(c.nodes))
 	var wg sync.WaitGroup
@@ -479,55 +477,11 @@ func (c *Cluster) Stop(t testing.TB) {
 }
 
 func (c *Cluster) stop() error {
-	c.mu.Lock()
-	admins := c.admins
-	c.admins = make(map[*Server]*redis.Client)
-	c.mu.Unlock()
-	var errs []error
-	for _, a := range admins {
-		errs = append(errs, a.Close())
-	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, s := range c.nodes {
-		if s == nil {
-			continue
-		}
-		wg.Go(func() {
-			if err := s.stop(); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("%s: %w", s.Addr(), err))
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(c.admins.closeAll(), stopServers(c.nodes))
 }
 
 // admin returns the harness' own client of node s.
-func (c *Cluster) admin(s *Server) *redis.Client {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return adminClient(c.admins, s)
-}
-
-func adminClient(admins map[*Server]*redis.Client, s *Server) *redis.Client {
-	a := admins[s]
-	if a == nil {
-		a = redis.NewClient(&redis.Options{
-			Addr:            s.Addr(),
-			Protocol:        2,
-			DisableIdentity: true,
-			MaxRetries:      -1,
-			DialTimeout:     time.Second,
-			ReadTimeout:     5 * time.Second,
-			PoolSize:        2,
-		})
-		admins[s] = a
-	}
-	return a
-}
+func (c *Cluster) admin(s *Server) *redis.Client { return c.admins.of(s) }
 
 func (c *Cluster) server(addr string) *Server {
 	for _, s := range c.nodes {
@@ -667,17 +621,7 @@ func (c *Cluster) waitOwner(ctx context.Context, slot int, s *Server, whole bool
 }
 
 func (c *Cluster) waitFor(ctx context.Context, cond func() error) error {
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("redistest: cluster not ready: %w (%w)", err, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return waitUntil(ctx, "cluster", cond)
 }
 
 // healthy reports why the cluster is not healthy: every running node must

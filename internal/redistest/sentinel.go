@@ -33,7 +33,7 @@ type Sentinel struct {
 
 	mu               sync.Mutex
 	primary, replica *Server
-	admins           map[*Server]*redis.Client // connections for the harness' own commands
+	admins           admins // connections for the harness' own commands
 }
 
 // StartSentinel starts a primary, a replica of it, and three sentinels
@@ -70,7 +70,7 @@ func newSentinel(dir string, opts []Option) (*Sentinel, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sentinel{admins: make(map[*Server]*redis.Client)}
+	s := &Sentinel{}
 	subdir := func(name string) (string, error) {
 		d := filepath.Join(dir, name)
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -286,50 +286,15 @@ func (s *Sentinel) Stop(t testing.TB) {
 
 func (s *Sentinel) stop() error {
 	s.mu.Lock()
-	admins := s.admins
-	s.admins = make(map[*Server]*redis.Client)
 	servers := append([]*Server{s.primary, s.replica}, s.sentinels...)
 	s.mu.Unlock()
-	var errs []error
-	for _, a := range admins {
-		errs = append(errs, a.Close())
-	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, sv := range servers {
-		if sv == nil {
-			continue
-		}
-		wg.Go(func() {
-			if err := sv.stop(); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("%s: %w", sv.Addr(), err))
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(s.admins.closeAll(), stopServers(servers))
 }
 
-func (s *Sentinel) admin(sv *Server) *redis.Client {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return adminClient(s.admins, sv)
-}
+func (s *Sentinel) admin(sv *Server) *redis.Client { return s.admins.of(sv) }
 
 func (s *Sentinel) waitFor(ctx context.Context, cond func() error) error {
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("redistest: sentinel deployment not ready: %w (%w)", err, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return waitUntil(ctx, "sentinel deployment", cond)
 }
 
 // inSync reports why replica is not in sync with primary.
