@@ -215,8 +215,10 @@
 // repeated key) gets an error wrapping ErrInvalid before any Redis call.
 // Contention gives ErrNotObtained, a lease that is gone ErrNotHeld or
 // ErrReleased, a closed Mutex ErrClosed, locking a key that the context
-// already holds ErrReentrant, and Verify ErrUnsafeServer for a server
-// setting that makes locks unsafe; every other error comes from Redis. The
+// already holds ErrReentrant, a grant or Extend too few replicas
+// acknowledged (Config.Replicas) ErrNotReplicated, and Verify
+// ErrUnsafeServer for a server setting that makes locks unsafe; every other
+// error comes from Redis. The
 // acquire, release and extend scripts are loaded again transparently when
 // the server's script cache is flushed or the server restarts.
 //
