@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -100,9 +101,15 @@ type brokenLease struct {
 	done     chan struct{}
 }
 
-func (l *brokenLease) Keys() []string        { return append([]string(nil), l.keys...) }
-func (l *brokenLease) Token() string         { return l.token }
-func (l *brokenLease) Fence() int64          { return l.fence }
+func (l *brokenLease) Keys() []string { return append([]string(nil), l.keys...) }
+func (l *brokenLease) Token() string  { return l.token }
+func (l *brokenLease) Fence() int64   { return l.fence }
+func (l *brokenLease) FenceOf(key string) int64 {
+	if slices.Contains(l.keys, key) {
+		return l.fence
+	}
+	return 0
+}
 func (l *brokenLease) Done() <-chan struct{} { return l.done }
 
 // Deadline is the naive validity: attempt start plus TTL, with no drift

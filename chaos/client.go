@@ -260,11 +260,11 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 		time.Sleep(pause)
 		for _, k := range keys {
 			e := base
-			e.Op, e.Keys = OpWrite, []string{k}
+			e.Op, e.Keys, e.Fence = OpWrite, []string{k}, lease.FenceOf(k)
 			e.Type, e.Deadline = TypeInvoke, deadlineOf(lease)
 			rec.Record(e)
 			wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			err := w.Write(wctx, k, lease.Fence(), lease.Token(), pid)
+			err := w.Write(wctx, k, lease.FenceOf(k), lease.Token(), pid)
 			wcancel()
 			e.T = 0
 			switch {

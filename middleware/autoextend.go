@@ -202,11 +202,12 @@ var (
 	_ mutex.AutoExtender = (*autoLease)(nil)
 )
 
-func (a *autoLease) Keys() []string        { return a.r.Lease().Keys() }
-func (a *autoLease) Token() string         { return a.r.Lease().Token() }
-func (a *autoLease) Fence() int64          { return a.r.Lease().Fence() }
-func (a *autoLease) Done() <-chan struct{} { return a.r.Lease().Done() }
-func (a *autoLease) Err() error            { return a.r.Lease().Err() }
+func (a *autoLease) Keys() []string           { return a.r.Lease().Keys() }
+func (a *autoLease) Token() string            { return a.r.Lease().Token() }
+func (a *autoLease) Fence() int64             { return a.r.Lease().Fence() }
+func (a *autoLease) FenceOf(key string) int64 { return a.r.Lease().FenceOf(key) }
+func (a *autoLease) Done() <-chan struct{}    { return a.r.Lease().Done() }
+func (a *autoLease) Err() error               { return a.r.Lease().Err() }
 
 // Extend extends the lease now, besides the background renewals.
 func (a *autoLease) Extend(ctx context.Context) error { return a.r.Lease().Extend(ctx) }

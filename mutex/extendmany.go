@@ -30,7 +30,7 @@ func ExtendMany(ctx context.Context, leases ...Lease) []error {
 			errs[i] = l.Extend(ctx) // reports the end without a Redis call
 			continue
 		}
-		if !isComparable(l.m.client) || l.m.replicas > 0 {
+		if !isComparable(l.m.client) || l.m.replicas > 0 || l.parts != nil {
 			errs[i] = l.Extend(ctx)
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -31,6 +32,15 @@ type lease struct {
 	// unlocking counts Unlock calls in flight: an Extend that finds the
 	// keys gone meanwhile says nothing about the lease.
 	unlocking int
+
+	// parts are the leases of the slot groups of a lease on keys of
+	// several Cluster slots (see lockGroups), nil otherwise. Such a lease
+	// has the token, fence and value of the group of its first key, and
+	// no Redis keys of its own.
+	parts []*lease
+	// partLost is why a part was found no longer held by an Unlock that
+	// failed on another part.
+	partLost error
 }
 
 var _ Lease = (*lease)(nil)
@@ -75,6 +85,22 @@ func (l *lease) young() string {
 func (l *lease) Keys() []string { return append([]string(nil), l.keys...) }
 func (l *lease) Token() string  { return l.token }
 func (l *lease) Fence() int64   { return l.fence }
+
+// FenceOf returns the fence of the grant of key: Fence for a lease within
+// one Cluster slot, the fence of key's slot group otherwise; 0 if the
+// lease does not hold key.
+func (l *lease) FenceOf(key string) int64 {
+	if l.parts != nil {
+		if p := partOf(l.parts, key); p != nil {
+			return p.fence
+		}
+		return 0
+	}
+	if slices.Contains(l.keys, key) {
+		return l.fence
+	}
+	return 0
+}
 
 func (l *lease) Done() <-chan struct{} { return l.done }
 
@@ -129,6 +155,9 @@ func (l *lease) Extend(ctx context.Context) error {
 	if err := l.Err(); err != nil {
 		return fmt.Errorf("extend: %w", err)
 	}
+	if l.parts != nil {
+		return l.extendParts(ctx)
+	}
 	start := time.Now()
 	if l.m.replicas > 0 {
 		idx, err := l.extendReplicated(ctx)
@@ -180,6 +209,9 @@ func (l *lease) extended(start time.Time, idx int64, err error) error {
 // LOADING); if Redis lost the keys meanwhile, by a failover or a restart,
 // that Unlock returns nil as well.
 func (l *lease) Unlock(ctx context.Context) error {
+	if l.parts != nil {
+		return l.unlockParts(ctx)
+	}
 	l.mu.Lock()
 	if l.unlocked {
 		l.mu.Unlock()

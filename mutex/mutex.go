@@ -90,11 +90,20 @@ type Locker interface {
 type Lease interface {
 	// Keys returns the keys the lease holds, in the order they were given.
 	Keys() []string
-	// Token returns the random owner token of the lease.
+	// Token returns the random owner token of the lease (on a Redis
+	// Cluster, of the slot group of its first key: each group of a lease
+	// on keys of several hash slots is granted under a token of its own).
 	Token() string
 	// Fence returns the fencing token: it is greater than the fence of every
-	// earlier grant of any of the lease's keys.
+	// earlier grant of any of the lease's keys. On a Redis Cluster, for a
+	// lease on keys of several hash slots, it is the fence of the first
+	// key, FenceOf(Keys()[0]): use FenceOf for the others.
 	Fence() int64
+	// FenceOf returns the fencing token of key: greater than the fence of
+	// every earlier grant of key. It equals Fence for a lease within one
+	// Cluster hash slot (always, off a Cluster), and is 0 for a key the
+	// lease does not hold.
+	FenceOf(key string) int64
 	// Extend resets the TTL of every key, if the lease still holds them all.
 	Extend(ctx context.Context) error
 	// Unlock releases every key the lease still holds.
@@ -268,6 +277,9 @@ func (m *Mutex) TryLock(ctx context.Context, keys ...string) (Lease, error) {
 	if err != nil {
 		return nil, err
 	}
+	if groups := m.slotGroups(keys, rkeys); groups != nil {
+		return m.lockGroups(ctx, keys, groups, true)
+	}
 	return m.mode.tryLock(ctx, keys, rkeys)
 }
 
@@ -288,6 +300,9 @@ func (m *Mutex) Lock(ctx context.Context, keys ...string) (Lease, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, &NotObtainedError{Cause: err}
+	}
+	if groups := m.slotGroups(keys, rkeys); groups != nil {
+		return m.lockGroups(ctx, keys, groups, false)
 	}
 	return m.mode.lock(ctx, keys, rkeys)
 }
@@ -315,7 +330,12 @@ func (m *Mutex) Check(ctx context.Context, keys ...string) (Status, error) {
 	if err != nil {
 		return Available, err
 	}
-	n, err := m.mode.check(ctx, rkeys)
+	var n int64
+	if groups := m.slotGroups(keys, rkeys); groups != nil && !m.FIFO() {
+		n, err = m.checkGroups(ctx, groups)
+	} else {
+		n, err = m.mode.check(ctx, rkeys)
+	}
 	if err != nil {
 		return Available, fmt.Errorf("check: %w", err)
 	}

@@ -79,9 +79,10 @@ type blockingLease struct {
 	once sync.Once
 }
 
-func (b *blockingLease) Keys() []string { return []string{"x"} }
-func (b *blockingLease) Token() string  { return "t" }
-func (b *blockingLease) Fence() int64   { return 1 }
+func (b *blockingLease) Keys() []string       { return []string{"x"} }
+func (b *blockingLease) Token() string        { return "t" }
+func (b *blockingLease) Fence() int64         { return 1 }
+func (b *blockingLease) FenceOf(string) int64 { return 1 }
 func (b *blockingLease) Extend(ctx context.Context) error {
 	b.once.Do(func() { close(b.hit) })
 	time.Sleep(2 * time.Second)

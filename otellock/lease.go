@@ -71,11 +71,12 @@ func (ins *instruments) wrap(inner mutex.Lease, caller trace.Span, sc trace.Span
 // mutex.IsAutoExtended find what the inner leases report.
 func (l *lease) Unwrap() mutex.Lease { return l.inner }
 
-func (l *lease) Keys() []string        { return l.inner.Keys() }
-func (l *lease) Token() string         { return l.inner.Token() }
-func (l *lease) Fence() int64          { return l.inner.Fence() }
-func (l *lease) Done() <-chan struct{} { return l.inner.Done() }
-func (l *lease) Err() error            { return l.inner.Err() }
+func (l *lease) Keys() []string           { return l.inner.Keys() }
+func (l *lease) Token() string            { return l.inner.Token() }
+func (l *lease) Fence() int64             { return l.inner.Fence() }
+func (l *lease) FenceOf(key string) int64 { return l.inner.FenceOf(key) }
+func (l *lease) Done() <-chan struct{}    { return l.inner.Done() }
+func (l *lease) Err() error               { return l.inner.Err() }
 
 // Extend records a distlock.Extend span, linked to the span that obtained
 // the lease, and counts failures.
