@@ -65,11 +65,14 @@ type fifo struct {
 	// Redis in time, when the client's connections are all in use.
 	evalRefresh bool
 	// wakeChannel is where releases wake this Mutex's waiters; wakeBase is
-	// its name without the id. wakeReady is closed once Redis confirmed
-	// the subscription to it.
+	// its name without the id. On a Cluster, wakeBase is empty and each
+	// lock key has a wake channel of its own, in its slot (wakeChannelOf),
+	// subscribed to while this Mutex has waiters for the key.
 	wakeBase, wakeChannel string
-	wakeReady             chan struct{}
-	wakeSubscribed        bool
+	perKey                bool
+	// ready holds, by wake channel subscribed to, a channel closed once
+	// Redis confirmed the subscription.
+	ready map[string]chan struct{}
 }
 
 // fifoWaiter is one Lock call in FIFO mode. Guarded by m.mu but for wake.
@@ -90,12 +93,15 @@ type fifoWaiter struct {
 
 func newFIFO(m *Mutex) *fifo {
 	f := &fifo{
-		m:         m,
-		local:     make(map[string]int),
-		tokens:    make(map[string]*fifoWaiter),
-		forget:    make(map[string][]string),
-		wakeBase:  m.prefix + ":w:",
-		wakeReady: make(chan struct{}),
+		m:        m,
+		local:    make(map[string]int),
+		tokens:   make(map[string]*fifoWaiter),
+		forget:   make(map[string][]string),
+		wakeBase: m.prefix + ":w:",
+		ready:    make(map[string]chan struct{}),
+	}
+	if _, ok := m.client.(*redis.ClusterClient); ok {
+		f.perKey, f.wakeBase = true, ""
 	}
 	f.wakeChannel = f.wakeBase + m.id
 	return f
@@ -106,6 +112,12 @@ func (w *fifoWaiter) signal() {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// wakeChannelOf returns the wake channel of this Mutex for lock key on a
+// Cluster; see wake in lib.lua.
+func (f *fifo) wakeChannelOf(lockKey string) string {
+	return lockKey + ":w:" + f.m.id
 }
 
 // kind is the part of a token after the Mutex id that tells a release
@@ -257,19 +269,24 @@ func (f *fifo) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 
 	// Listen for our token before joining the queue, so that no wake-up
 	// can be missed.
-	if err := f.register(w, token); err != nil {
+	readies, err := f.register(w, token)
+	if err != nil {
 		return nil, err
 	}
 	defer f.unregister(w)
-	select {
-	case <-f.wakeReady:
-	case <-ctx.Done():
-		return nil, notObtained(last, ctx.Err())
-	case <-m.stop:
-		return nil, ErrClosed
-	case <-time.After(m.ttl):
-		// The pub/sub connection is slow or down: the renewal loop still
-		// wakes the head of a queue whose lock is free.
+	slow := time.NewTimer(m.ttl)
+	defer slow.Stop()
+	for _, ready := range readies {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, notObtained(last, ctx.Err())
+		case <-m.stop:
+			return nil, ErrClosed
+		case <-slow.C:
+			// The pub/sub connection is slow or down: the renewal loop
+			// still wakes the head of a queue whose lock is free.
+		}
 	}
 
 	// enter joins the queues under the waiter's current token.
@@ -386,28 +403,45 @@ func (f *fifo) queuedLocally(rkeys []string) bool {
 	return false
 }
 
-// register makes w the waiter of token, and subscribes to the wake channel
-// unless that is done already.
-func (f *fifo) register(w *fifoWaiter, token string) error {
+// register makes w the waiter of token, and subscribes to its wake
+// channels unless that is done already. It returns the channels closed
+// once Redis confirmed those subscriptions.
+func (f *fifo) register(w *fifoWaiter, token string) ([]chan struct{}, error) {
 	m := f.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	w.token = token
 	f.tokens[token] = w
 	for _, k := range w.rkeys {
 		f.local[k]++
 	}
-	if !f.wakeSubscribed {
-		f.wakeSubscribed = true
-		m.subscribeLocked(f.wakeChannel)
+	if !f.perKey {
+		return []chan struct{}{f.readyLocked(f.wakeChannel)}, nil
 	}
-	return nil
+	readies := make([]chan struct{}, len(w.rkeys))
+	for i, k := range w.rkeys {
+		readies[i] = f.readyLocked(f.wakeChannelOf(k))
+	}
+	return readies, nil
 }
 
-// unregister forgets w.
+// readyLocked subscribes to channel unless that is done already, and
+// returns the channel closed once Redis confirmed it. m.mu must be held.
+func (f *fifo) readyLocked(channel string) chan struct{} {
+	ready := f.ready[channel]
+	if ready == nil {
+		ready = make(chan struct{})
+		f.ready[channel] = ready
+		f.m.subscribeLocked(channel)
+	}
+	return ready
+}
+
+// unregister forgets w. On a Cluster, the wake channel of a key that no
+// waiter of this Mutex waits for any more is unsubscribed from.
 func (f *fifo) unregister(w *fifoWaiter) {
 	m := f.m
 	m.mu.Lock()
@@ -418,6 +452,11 @@ func (f *fifo) unregister(w *fifoWaiter) {
 	for _, k := range w.rkeys {
 		if f.local[k]--; f.local[k] <= 0 {
 			delete(f.local, k)
+			if f.perKey {
+				c := f.wakeChannelOf(k)
+				delete(f.ready, c)
+				m.unsubscribeLocked(c)
+			}
 		}
 	}
 }
@@ -515,7 +554,7 @@ func (f *fifo) message(channel, payload string) {
 	m := f.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if channel != f.wakeChannel {
+	if f.ready[channel] == nil {
 		return
 	}
 	if payload == "" {
@@ -534,8 +573,8 @@ func (f *fifo) message(channel, payload string) {
 }
 
 func (f *fifo) subscribedLocked(channel string) {
-	if channel == f.wakeChannel {
-		closeOnce(f.wakeReady)
+	if ready := f.ready[channel]; ready != nil {
+		closeOnce(ready)
 	}
 }
 

@@ -131,13 +131,16 @@ type Mutex struct {
 	ttl    time.Duration
 	ttlMS  string
 	mode   mode
+	// sharded is "1" on a Redis Cluster, where the scripts announce
+	// releases through sharded pub/sub when the server has it.
+	sharded string
 	// replicas must acknowledge a grant or an extension within
 	// replicaTimeout (Config.Replicas); zero turns WAIT off.
 	replicas       int
 	replicaTimeout time.Duration
 
 	mu       sync.Mutex
-	sub      *subscriber // started with the first subscription
+	sub      pubsub // started with the first subscription
 	closed   bool
 	stop     chan struct{}   // closed by Close
 	bgCtx    context.Context // cancelled by Close
@@ -232,6 +235,10 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		ttlMS:          strconv.FormatInt(ttl.Milliseconds(), 10),
 		replicas:       cfg.Replicas,
 		replicaTimeout: replicaTimeout.Truncate(time.Millisecond),
+		sharded:        "0",
+	}
+	if _, ok := client.(*redis.ClusterClient); ok {
+		m.sharded = "1"
 	}
 	if cfg.FIFO {
 		m.mode = newFIFO(m)
@@ -394,7 +401,7 @@ func (m *Mutex) checkOpen() error {
 // subscribeLocked asks for the channels' messages. m.mu must be held.
 func (m *Mutex) subscribeLocked(channels ...string) {
 	if m.sub == nil {
-		m.sub = newSubscriber(m)
+		m.sub = newPubSub(m)
 	}
 	m.sub.subscribeLocked(channels)
 }
@@ -492,7 +499,7 @@ func (m *Mutex) releaseUnknown(rkeys []string, token string) {
 	keys = append(keys, markerKey(rkeys[0], token))
 	ttl := m.revokeTTL()
 	m.untilDone(func(ctx context.Context) error {
-		return releaseTokenScript.Run(ctx, m.client, keys, token, ttl).Err()
+		return releaseTokenScript.Run(ctx, m.client, keys, token, ttl, m.sharded).Err()
 	})
 }
 

@@ -428,7 +428,7 @@ func (p *plain) check(ctx context.Context, rkeys []string) (int64, error) {
 
 // release runs the release script for l.
 func (p *plain) release(ctx context.Context, l *lease) (int, bool, error) {
-	cmd, sends := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young(), new(sendCounter))
+	cmd, sends := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young(), p.m.sharded, new(sendCounter))
 	n, err := cmd.Int()
 	return n, sends > 1, err
 }

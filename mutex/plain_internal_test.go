@@ -187,7 +187,7 @@ func TestStaleSubscribeConfirmationIsIgnored(t *testing.T) {
 	m.mu.Lock()
 	p.queues[ch] = q
 	m.subscribeLocked("iv:other") // starts the subscriber
-	s := m.sub
+	s := m.sub.(*subscriber)
 	// A request for ch, not written, so that only the test confirms it.
 	s.want[ch], s.pending[ch] = true, true
 	m.mu.Unlock()

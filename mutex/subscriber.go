@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,11 @@ import (
 type subscriber struct {
 	m  *Mutex
 	ps *redis.PubSub
+	// sharded subscriptions (SSUBSCRIBE) are made one slot per request,
+	// through router, which moves a channel whose slot left the node.
+	sharded bool
+	router  *shardRouter
+	addr    string // the node of a sharded subscriber
 
 	// Guarded by m.mu.
 	ops     []subOp
@@ -44,12 +51,20 @@ type subscriber struct {
 type subOp struct {
 	subscribe bool
 	channels  []string
+	// forget ends sharded subscriptions that Redis ended already, or
+	// whose slot the node no longer serves, so that go-redis does not
+	// subscribe to them again; their replies are not awaited.
+	forget bool
 }
 
-func newSubscriber(m *Mutex) *subscriber {
+// newSubscriber returns the subscriber of the pub/sub connection ps; with
+// router, its subscriptions are sharded ones.
+func newSubscriber(m *Mutex, ps *redis.PubSub, router *shardRouter) *subscriber {
 	s := &subscriber{
 		m:             m,
-		ps:            m.client.Subscribe(context.Background()),
+		ps:            ps,
+		sharded:       router != nil,
+		router:        router,
 		want:          make(map[string]bool),
 		pending:       make(map[string]bool),
 		unsubscribing: make(map[string]int),
@@ -69,6 +84,26 @@ func (s *subscriber) subscribeLocked(channels []string) {
 		s.pending[c] = true
 	}
 	s.queue(subOp{subscribe: true, channels: channels})
+}
+
+// resubscribeLocked queues a subscription to channels, whose messages may
+// have been missed since an earlier subscription ended: its confirmation
+// tells the mode to look again. m.mu must be held.
+func (s *subscriber) resubscribeLocked(channels []string) {
+	for _, c := range channels {
+		s.want[c] = true
+	}
+	s.queue(subOp{subscribe: true, channels: channels})
+}
+
+// forgetLocked drops channels whose slot moved to another node (see
+// subOp.forget). m.mu must be held.
+func (s *subscriber) forgetLocked(channels []string) {
+	for _, c := range channels {
+		delete(s.want, c)
+		delete(s.pending, c)
+	}
+	s.queue(subOp{channels: channels, forget: true})
 }
 
 // unsubscribeLocked queues the end of a subscription, and forgets that
@@ -107,15 +142,19 @@ func (s *subscriber) write() {
 			ops[i].channels = s.stillLocked(op)
 		}
 		s.m.mu.Unlock()
-		for _, op := range ops {
+		for _, op := range s.split(ops) {
 			if len(op.channels) == 0 {
+				continue
+			}
+			if op.forget {
+				_ = s.unsubscribe(ctx, op.channels)
 				continue
 			}
 			if !op.subscribe {
 				// Counted before the write, which its confirmation may
 				// overtake.
 				s.countUnsubscribes(op.channels, 1)
-				if s.ps.Unsubscribe(ctx, op.channels...) != nil {
+				if s.unsubscribe(ctx, op.channels) != nil {
 					s.countUnsubscribes(op.channels, -1)
 				}
 				continue
@@ -124,7 +163,7 @@ func (s *subscriber) write() {
 			// to the channels it knew of before this request: write the
 			// request again until it goes through, or is no longer wanted.
 			b := backoff.Backoff{Min: 10 * time.Millisecond, Max: time.Second, Factor: 2}
-			for s.ps.Subscribe(ctx, op.channels...) != nil {
+			for s.subscribe(ctx, op.channels) != nil {
 				select {
 				case <-s.stop:
 					return
@@ -139,6 +178,44 @@ func (s *subscriber) write() {
 			}
 		}
 	}
+}
+
+func (s *subscriber) subscribe(ctx context.Context, channels []string) error {
+	if s.sharded {
+		return s.ps.SSubscribe(ctx, channels...)
+	}
+	return s.ps.Subscribe(ctx, channels...)
+}
+
+func (s *subscriber) unsubscribe(ctx context.Context, channels []string) error {
+	if s.sharded {
+		return s.ps.SUnsubscribe(ctx, channels...)
+	}
+	return s.ps.Unsubscribe(ctx, channels...)
+}
+
+// split divides sharded requests into requests of one slot each, as
+// Redis refuses the channels of several slots in one request.
+func (s *subscriber) split(ops []subOp) []subOp {
+	if !s.sharded {
+		return ops
+	}
+	var out []subOp
+	for _, op := range ops {
+		bySlot := make(map[int][]string)
+		var slots []int
+		for _, c := range op.channels {
+			slot := channelSlot(c)
+			if _, ok := bySlot[slot]; !ok {
+				slots = append(slots, slot)
+			}
+			bySlot[slot] = append(bySlot[slot], c)
+		}
+		for _, slot := range slots {
+			out = append(out, subOp{subscribe: op.subscribe, channels: bySlot[slot], forget: op.forget})
+		}
+	}
+	return out
 }
 
 // countUnsubscribes adds d to the unconfirmed UNSUBSCRIBEs of channels.
@@ -186,6 +263,9 @@ func (s *subscriber) read() {
 			if errors.Is(err, redis.ErrClosed) {
 				return
 			}
+			if s.sharded && s.refused(err) {
+				continue
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				pctx, cancel := context.WithTimeout(ctx, pubsubIdle)
@@ -200,6 +280,9 @@ func (s *subscriber) read() {
 			clear(s.unsubscribing)
 			s.m.mu.Unlock()
 			failures++
+			if s.sharded {
+				s.router.failing(s)
+			}
 			select {
 			case <-s.stop:
 				return
@@ -213,10 +296,12 @@ func (s *subscriber) read() {
 			s.m.mode.message(msg.Channel, msg.Payload)
 		case *redis.Subscription:
 			switch msg.Kind {
-			case "subscribe":
+			case "subscribe", "ssubscribe":
 				s.confirmed(msg.Channel)
 			case "unsubscribe":
 				s.countUnsubscribes([]string{msg.Channel}, -1)
+			case "sunsubscribe":
+				s.sunsubscribed(msg.Channel)
 			}
 		}
 	}
@@ -242,6 +327,69 @@ func (s *subscriber) confirmed(channel string) {
 	if wanted {
 		m.mode.message(channel, "")
 	}
+}
+
+// sunsubscribed handles the end of a sharded subscription: the reply to
+// an SUNSUBSCRIBE, or, if none was written, Redis ending it because the
+// channel's slot left the node; the router then subscribes to the channel
+// where its slot went.
+func (s *subscriber) sunsubscribed(channel string) {
+	m := s.m
+	m.mu.Lock()
+	if s.unsubscribing[channel] > 0 {
+		if s.unsubscribing[channel]--; s.unsubscribing[channel] == 0 {
+			delete(s.unsubscribing, channel)
+		}
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	s.router.moved(s, []string{channel})
+}
+
+// refused handles an error reply on a sharded pub/sub connection: MOVED or
+// ASK when a request went to a node that no longer serves the slot, and
+// CROSSSLOT when go-redis, after a reconnect, subscribed again to the
+// channels of several slots in one request. It reports whether err was
+// such a reply.
+func (s *subscriber) refused(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	m := s.m
+	switch {
+	case strings.HasPrefix(msg, "MOVED "), strings.HasPrefix(msg, "ASK "):
+		slot := -1
+		if f := strings.Fields(msg); len(f) > 1 {
+			slot, _ = strconv.Atoi(f[1])
+		}
+		m.mu.Lock()
+		var gone []string
+		for c := range s.want {
+			if slot < 0 || channelSlot(c) == slot {
+				gone = append(gone, c)
+			}
+		}
+		m.mu.Unlock()
+		s.router.moved(s, gone)
+		return true
+	case strings.HasPrefix(msg, "CROSSSLOT"):
+		// Nothing was subscribed: subscribe again to every channel, one
+		// slot per request. A channel still pending stays so.
+		m.mu.Lock()
+		var all []string
+		for c := range s.want {
+			all = append(all, c)
+		}
+		if len(all) > 0 {
+			s.resubscribeLocked(all)
+		}
+		m.mu.Unlock()
+		return true
+	}
+	return false
 }
 
 func (s *subscriber) close() error {

@@ -3,7 +3,8 @@
 -- queue is woken when the lock is free.
 -- KEYS: for each resource, its lock key, queue key and deadline key; then
 -- the revocation marker of the token.
--- ARGV[1]: owner token, ARGV[2]: the base name of wake channels,
+-- ARGV[1]: owner token, ARGV[2]: the base name of wake channels (empty on
+-- a Cluster, see wake),
 -- ARGV[3]: how long to keep the revocation marker in ms, or "0" for none:
 -- it makes a request of the token that reaches Redis only later do nothing.
 for i = 1, (#KEYS - 1) / 3 do
@@ -20,7 +21,7 @@ for i = 1, (#KEYS - 1) / 3 do
   if (freed or head[1] == ARGV[1]) and (freed or not v) then
     local next = redis.call('ZRANGE', queue, 0, 0)
     if next[1] then
-      wake(ARGV[2], next[1])
+      wake(ARGV[2], lock, next[1])
     end
   end
 end

@@ -2,7 +2,8 @@
 -- resource: renew the deadlines of its waiters, drop waiters whose deadline
 -- passed, and wake the head if the lock is free.
 -- KEYS[1]: lock key, KEYS[2]: queue key, KEYS[3]: deadline key.
--- ARGV[1]: liveness window in ms, ARGV[2]: the base name of wake channels,
+-- ARGV[1]: liveness window in ms, ARGV[2]: the base name of wake channels
+-- (empty on a Cluster, see wake),
 -- ARGV[3]: the number n of tokens to renew, ARGV[4..3+n]: the tokens of this
 -- process's waiters, ARGV[4+n..]: tokens of its waiters granted since, whose
 -- deadline entries go.
@@ -55,7 +56,7 @@ redis.call('PEXPIRE', KEYS[3], 2 * window)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local head = redis.call('ZRANGE', KEYS[2], 0, 0)
   if head[1] then
-    wake(ARGV[2], head[1])
+    wake(ARGV[2], KEYS[1], head[1])
     result[1] = head[1]
   end
 end

@@ -6,7 +6,8 @@
 -- KEYS: for each resource, its lock key and queue key.
 -- ARGV[2]: the lease's fence; ARGV[3]: "1" if the lease is young enough that
 -- the server clock may not have passed its fence yet; ARGV[4]: the base
--- name of wake channels; ARGV[5]: how long a grant lasts unconfirmed, in ms.
+-- name of wake channels, empty on a Cluster (see wake); ARGV[5]: how long
+-- a grant lasts unconfirmed, in ms.
 -- Returns the number of keys released.
 if ARGV[3] == '1' then
   pass(tonumber(ARGV[2]))
@@ -21,11 +22,11 @@ for i = 1, #KEYS / 2 do
       local fence = now()
       redis.call('SET', lock, head .. ':' .. fence, 'PX', ARGV[5])
       redis.call('ZREM', queue, head)
-      wake(ARGV[4], head, fence)
+      wake(ARGV[4], lock, head, fence)
     else
       redis.call('DEL', lock)
       if head then
-        wake(ARGV[4], head)
+        wake(ARGV[4], lock, head)
       end
     end
   end

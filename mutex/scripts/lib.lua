@@ -16,15 +16,31 @@ local function pass(fence)
   end
 end
 
--- wake publishes a FIFO waiter's token on the wake channel of its Mutex:
--- the token starts with the Mutex's id and a dot, and the channel is base
--- followed by that id. With a fence, the message tells the waiter that it
--- was granted the lock with that fence.
-local function wake(base, token, fence)
+-- announce publishes msg on channel. On a Redis Cluster (sharded is '1')
+-- of Redis 7 or later, it goes through sharded pub/sub, so that only the
+-- shard that owns the channel's slot carries it.
+local function announce(channel, msg, sharded)
+  if sharded == '1' and redis.REDIS_VERSION_NUM then
+    redis.call('SPUBLISH', channel, msg)
+  else
+    redis.call('PUBLISH', channel, msg)
+  end
+end
+
+-- wake publishes a FIFO waiter's token on a wake channel of its Mutex: the
+-- token starts with the Mutex's id and a dot, and the channel is base
+-- followed by that id; or, with an empty base (on a Cluster), the lock key
+-- followed by ':w:' and the id, in the lock key's slot. With a fence, the
+-- message tells the waiter that it was granted the lock with that fence.
+local function wake(base, lock, token, fence)
   local id = string.match(token, '^([^.]*)%.') or ''
   local msg = token
   if fence then msg = token .. ' ' .. fence end
-  redis.call('PUBLISH', base .. id, msg)
+  if base == '' then
+    announce(lock .. ':w:' .. id, msg, '1')
+  else
+    redis.call('PUBLISH', base .. id, msg)
+  end
 end
 
 -- owned returns the fence of the lock value v if v was stored for token,
