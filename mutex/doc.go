@@ -140,11 +140,45 @@
 // # Multiple keys
 //
 // Lock(ctx, "a", "b", "c") holds all three keys or none: one script checks
-// and takes them, so a failed attempt leaves none held. On Redis Cluster all
-// keys of one call must live in one hash slot.
+// and takes them, so a failed attempt leaves none held.
 //
 // In FIFO mode a key also has the queue "<lock key>:q" and the deadline set
 // "<lock key>:d", in the same hash slot, while waiters queue for it.
+//
+// # Redis Cluster
+//
+// With a *redis.ClusterClient, every key is its own hash tag, so the keys
+// of one call usually live in several hash slots, which no script can
+// reach at once. Lock, TryLock and Check then group the keys by slot. Each
+// group is taken atomically, in one script on its shard, exactly as above;
+// the groups are taken one after the other in one global order, by slot
+// and then by key, and a Lock waits for each group while it holds the ones
+// before it (extending them every TTL/3), so that multi-key calls on
+// overlapping keys, in any order and from any process, cannot deadlock.
+// In FIFO mode such a waiter queues for each group in the same order. A
+// failure, a TryLock that finds a group held, or a Lock whose context
+// ends, releases the groups held already. What is atomic is one slot
+// group, not the whole set: another caller, and Check, may see a moment
+// when some groups of a call are held and others not (Check then reports
+// PartiallyLocked), though no caller ever holds a key of another's lease.
+// A Lock that loses a group it holds while it waits for the next (its
+// keys expired while Redis could not be reached) releases the others and
+// starts again. The lease's validity ends with the first of its groups'.
+// A Ring client gets no grouping: its multi-key calls must stay on one
+// shard.
+//
+// On Redis 7 and later, releases and FIFO wake-ups on a Cluster go through
+// sharded pub/sub (SPUBLISH, SSUBSCRIBE), on channels in the lock key's
+// slot, so only the shard that owns a key carries its messages, instead of
+// every node: one cluster bus message per release (to the shard's replica)
+// where PUBLISH sends one to every other node. A Mutex holds one sharded
+// pub/sub connection per node that serves keys its waiters wait for. When
+// a slot moves, Redis ends its subscriptions, and the Mutex subscribes on
+// the slot's new node; after a failover, it follows the promoted replica.
+// Each time, its waiters look at their keys again, as a message may have
+// been missed meanwhile. Older servers get PUBLISH and SUBSCRIBE, as off a
+// Cluster. A Cluster user needs SPUBLISH, SSUBSCRIBE and SUNSUBSCRIBE in
+// its ACL (see the README).
 //
 // # Fencing tokens
 //
@@ -168,8 +202,16 @@
 //   - the keys are not lost while held (see below): a lost key breaks mutual
 //     exclusion, not fence order, since fences do not depend on stored state.
 //
-// A multi-key lease has one fence, greater than the fences of all earlier
-// grants of each of its keys.
+// A multi-key lease within one hash slot (always, off a Cluster) has one
+// fence, greater than the fences of all earlier grants of each of its keys.
+// A lease on keys of several Cluster slots was granted on several servers,
+// whose clocks differ: no one number is sure to be greater than every
+// earlier grant of every key. Each of its keys has its own fence, from the
+// grant of its slot group, returned by FenceOf(key); it is greater than
+// the fences of all earlier grants of that key, so a store that checks the
+// fence of each key it writes sees them strictly increase. Fence returns
+// the fence of the lease's first key. FenceOf(key) equals Fence for a
+// lease within one slot.
 //
 // # Safety conditions
 //
@@ -205,7 +247,8 @@
 // ':' and every byte outside printable ASCII, so no two keys collide and the
 // whole key is the Redis Cluster hash tag. The same name is the key's
 // release channel; in FIFO mode each Mutex listens on its own wake channel,
-// "<prefix>:w:<Mutex id>", instead. No other keys are stored but the FIFO
+// "<prefix>:w:<Mutex id>", instead (on a Cluster, one per lock key, in its
+// slot: "<lock key>:w:<Mutex id>"). No other keys are stored but the FIFO
 // queues and the revocation markers of lost replies, all of which expire by
 // themselves.
 //
