@@ -276,6 +276,7 @@ func (f *fifo) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 	defer f.unregister(w)
 	slow := time.NewTimer(m.ttl)
 	defer slow.Stop()
+wait:
 	for _, ready := range readies {
 		select {
 		case <-ready:
@@ -286,6 +287,7 @@ func (f *fifo) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		case <-slow.C:
 			// The pub/sub connection is slow or down: the renewal loop
 			// still wakes the head of a queue whose lock is free.
+			break wait
 		}
 	}
 

@@ -39,8 +39,14 @@ type lease struct {
 	// no Redis keys of its own.
 	parts []*lease
 	// partLost is why a part was found no longer held by an Unlock that
-	// failed on another part.
+	// failed on another part; partial tells that such an Unlock released
+	// some parts and ended the lease.
 	partLost error
+	partial  bool
+	// parent is the lease that this one is a part of, if any: a part's
+	// Extend, which may run on its own (a FIFO handover confirms in the
+	// background), moves the parent's deadline. Set under mu.
+	parent *lease
 }
 
 var _ Lease = (*lease)(nil)
@@ -170,8 +176,36 @@ func (l *lease) Extend(ctx context.Context) error {
 	return l.extended(start, idx, err)
 }
 
-// extended applies the outcome of the extend script started at start.
+// extended applies the outcome of the extend script started at start and
+// then, if it succeeded, moves the deadline of the lease l is a part of.
 func (l *lease) extended(start time.Time, idx int64, err error) error {
+	if err = l.extendedPart(start, idx, err); err == nil {
+		l.mu.Lock()
+		parent := l.parent
+		l.mu.Unlock()
+		if parent != nil {
+			parent.partExtended()
+		}
+	}
+	return err
+}
+
+// partExtended moves the deadline of a lease over several slot groups to
+// the first of its parts' deadlines, after one of them was extended.
+func (l *lease) partExtended() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.expireLocked()
+	if l.err != nil {
+		return
+	}
+	l.deadline = partsDeadline(l.parts)
+	l.timer.Reset(time.Until(l.deadline))
+}
+
+// extendedPart applies the outcome of the extend script started at start
+// to l.
+func (l *lease) extendedPart(start time.Time, idx int64, err error) error {
 	if err != nil {
 		return fmt.Errorf("extend: %w", err)
 	}

@@ -2,8 +2,10 @@ package mutex
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jpillora/backoff"
@@ -67,10 +69,11 @@ type shardRouter struct {
 	// check.
 	checking map[*subscriber]bool
 
-	kick   chan struct{}
-	ctx    context.Context // cancelled by close
-	cancel context.CancelFunc
-	done   chan struct{}
+	kick    chan struct{}
+	closing sync.WaitGroup  // subscribers being closed
+	ctx     context.Context // cancelled by close
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 func newShardRouter(m *Mutex, cc *redis.ClusterClient) *shardRouter {
@@ -178,7 +181,13 @@ func (r *shardRouter) check(s *subscriber) {
 	if len(channels) == 0 && r.nodes[s.addr] == s {
 		delete(r.nodes, s.addr)
 		m.mu.Unlock()
-		_ = s.close()
+		// Closing may wait for a dial to a node that does not answer:
+		// not in the way of other placements.
+		r.closing.Add(1)
+		go func() {
+			defer r.closing.Done()
+			_ = s.close()
+		}()
 		return
 	}
 	m.mu.Unlock()
@@ -318,11 +327,14 @@ func (r *shardRouter) close() error {
 		subs = append(subs, r.plain)
 	}
 	r.m.mu.Unlock()
-	var first error
-	for _, s := range subs {
-		if err := s.close(); err != nil && first == nil {
-			first = err
-		}
+	errs := make([]error, len(subs))
+	for i, s := range subs {
+		r.closing.Add(1)
+		go func() {
+			defer r.closing.Done()
+			errs[i] = s.close()
+		}()
 	}
-	return first
+	r.closing.Wait()
+	return errors.Join(errs...)
 }

@@ -92,10 +92,12 @@ var errPartLost = errors.New("a slot group held while waiting for the next was l
 func (m *Mutex) lockGroups(ctx context.Context, keys []string, groups []slotGroup, try bool) (Lease, error) {
 	for {
 		l, err := m.lockGroupsOnce(ctx, keys, groups, try)
-		if errors.Is(err, errPartLost) && ctx.Err() == nil {
-			continue
+		if !errors.Is(err, errPartLost) {
+			return l, err
 		}
-		return l, err
+		if err := ctx.Err(); err != nil {
+			return nil, &NotObtainedError{Cause: err}
+		}
 	}
 }
 
@@ -108,11 +110,12 @@ func (m *Mutex) lockGroupsOnce(ctx context.Context, keys []string, groups []slot
 		go k.run(wctx, cancel)
 	}
 	for _, g := range groups {
-		var x Lease
-		var err error
-		if try {
+		x, err := Lease(nil), m.checkOpen()
+		switch {
+		case err != nil:
+		case try:
 			x, err = m.mode.tryLock(ctx, g.keys, g.rkeys)
-		} else {
+		default:
 			x, err = m.mode.lock(wctx, g.keys, g.rkeys)
 		}
 		if err == nil {
@@ -224,10 +227,15 @@ func (m *Mutex) joinParts(keys []string, parts []*lease) *lease {
 		done:  make(chan struct{}),
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range parts {
+		p.mu.Lock()
+		p.parent = l
+		p.mu.Unlock()
+	}
 	l.deadline = partsDeadline(parts)
 	l.timer = time.AfterFunc(time.Until(l.deadline), l.expire)
 	l.expireLocked()
-	l.mu.Unlock()
 	return l
 }
 
@@ -310,9 +318,11 @@ func (l *lease) unlockParts(ctx context.Context) error {
 	defer l.mu.Unlock()
 	l.unlocking--
 	var failed error
+	released := false
 	for _, err := range errs {
 		switch {
 		case err == nil, errors.Is(err, ErrReleased):
+			released = true
 		case errors.Is(err, ErrNotHeld):
 			if l.partLost == nil {
 				l.partLost = errors.Unwrap(err)
@@ -322,16 +332,31 @@ func (l *lease) unlockParts(ctx context.Context) error {
 		}
 	}
 	if failed != nil {
+		// Some groups may be gone already: the lease no longer holds all
+		// its keys, though Unlock may be called again for the rest.
+		switch {
+		case l.err != nil:
+		case l.partLost != nil:
+			l.endLocked(l.partLost)
+		case released:
+			l.partial = true
+			l.endLocked(ErrReleased)
+		}
 		return failed
 	}
 	if l.unlocked {
 		return fmt.Errorf("unlock: %w", ErrReleased)
 	}
 	l.unlocked = true
-	l.expireLocked()
 	if l.partLost != nil {
 		l.endLocked(l.partLost)
+		return fmt.Errorf("unlock: %w", l.partLost)
 	}
+	if l.partial {
+		// An earlier Unlock released the other groups.
+		return nil
+	}
+	l.expireLocked()
 	if l.err != nil {
 		return fmt.Errorf("unlock: %w", l.err)
 	}
