@@ -33,6 +33,18 @@ func newMutex(t testing.TB, srv *redistest.Server, cfg mutex.Config, mods ...fun
 	return m
 }
 
+// backendMutex returns a Mutex on its own client of b, closed at cleanup.
+func backendMutex(t testing.TB, b redistest.Backend, cfg mutex.Config) *mutex.Mutex {
+	t.Helper()
+	if cfg.Prefix == "" {
+		cfg.Prefix = prefix(t)
+	}
+	m, err := mutex.New(b.Client(t), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // noRetry configures a client for a server that the test stops: no retries,
 // and a pool large enough that go-redis never starts its background
 // re-dialer, which would outlive the test.

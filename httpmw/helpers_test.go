@@ -31,6 +31,18 @@ func newMutex(t testing.TB, srv *redistest.Server, cfg mutex.Config) *mutex.Mute
 	return m
 }
 
+// backendMutex returns a Mutex on its own client of b, closed at cleanup.
+func backendMutex(t testing.TB, b redistest.Backend, cfg mutex.Config) *mutex.Mutex {
+	t.Helper()
+	if cfg.Prefix == "" {
+		cfg.Prefix = prefix(t)
+	}
+	m, err := mutex.New(b.Client(t), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // newFaultMutex is newMutex for servers that a test stops: its client does
 // not retry, and its pool is large enough that go-redis never starts its
 // background re-dialer, which would outlive the test.

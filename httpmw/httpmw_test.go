@@ -41,116 +41,124 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestBusyKeyFailsFast(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	g := newGate()
-	mux := http.NewServeMux()
-	mux.Handle("POST /accounts/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(g))
-	srv := serve(t, mux)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		g := newGate()
+		mux := http.NewServeMux()
+		mux.Handle("POST /accounts/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(g))
+		srv := serve(t, mux)
 
-	first := async(t, "POST", srv.URL+"/accounts/a")
-	require.Equal(t, "a", recv(t, g.started, "first handler"))
+		first := async(t, "POST", srv.URL+"/accounts/a")
+		require.Equal(t, "a", recv(t, g.started, "first handler"))
 
-	busy := do(t, "POST", srv.URL+"/accounts/a", nil)
-	assert.Equal(t, http.StatusConflict, busy.status)
-	assert.Equal(t, "resource busy", busy.body)
-	retry, err := strconv.Atoi(busy.header.Get("Retry-After"))
-	require.NoError(t, err)
-	// The holder's lease has at most the default TTL left.
-	assert.True(t, retry >= 1 && retry <= int(mutex.DefaultTTL/time.Second), "Retry-After %d", retry)
+		busy := do(t, "POST", srv.URL+"/accounts/a", nil)
+		assert.Equal(t, http.StatusConflict, busy.status)
+		assert.Equal(t, "resource busy", busy.body)
+		retry, err := strconv.Atoi(busy.header.Get("Retry-After"))
+		require.NoError(t, err)
+		// The holder's lease has at most the default TTL left.
+		assert.True(t, retry >= 1 && retry <= int(mutex.DefaultTTL/time.Second), "Retry-After %d", retry)
 
-	close(g.release)
-	assert.Equal(t, "done a", recv(t, first, "first answer").body)
-	// The key is free again.
-	g.release = make(chan struct{})
-	close(g.release)
-	again := do(t, "POST", srv.URL+"/accounts/a", nil)
-	assert.Equal(t, http.StatusOK, again.status)
+		close(g.release)
+		assert.Equal(t, "done a", recv(t, first, "first answer").body)
+		// The key is free again.
+		g.release = make(chan struct{})
+		close(g.release)
+		again := do(t, "POST", srv.URL+"/accounts/a", nil)
+		assert.Equal(t, http.StatusOK, again.status)
+	})
 }
 
 func TestDifferentKeysRunInParallel(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	g := newGate()
-	mux := http.NewServeMux()
-	mux.Handle("POST /accounts/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(g))
-	srv := serve(t, mux)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		g := newGate()
+		mux := http.NewServeMux()
+		mux.Handle("POST /accounts/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(g))
+		srv := serve(t, mux)
 
-	a := async(t, "POST", srv.URL+"/accounts/a")
-	b := async(t, "POST", srv.URL+"/accounts/b")
-	// Both handlers are inside at once: neither is released before both
-	// started.
-	got := []string{recv(t, g.started, "a handler"), recv(t, g.started, "another handler")}
-	assert.ElementsMatch(t, []string{"a", "b"}, got)
-	close(g.release)
-	assert.Equal(t, http.StatusOK, recv(t, a, "a").status)
-	assert.Equal(t, http.StatusOK, recv(t, b, "b").status)
+		a := async(t, "POST", srv.URL+"/accounts/a")
+		b := async(t, "POST", srv.URL+"/accounts/b")
+		// Both handlers are inside at once: neither is released before both
+		// started.
+		got := []string{recv(t, g.started, "a handler"), recv(t, g.started, "another handler")}
+		assert.ElementsMatch(t, []string{"a", "b"}, got)
+		close(g.release)
+		assert.Equal(t, http.StatusOK, recv(t, a, "a").status)
+		assert.Equal(t, http.StatusOK, recv(t, b, "b").status)
+	})
 }
 
 func TestWaitBudget(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	g := newGate()
-	var mu sync.Mutex
-	var events []string
-	record := func(e string) {
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		g := newGate()
+		var mu sync.Mutex
+		var events []string
+		record := func(e string) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, e)
+		}
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			record("start " + r.URL.Query().Get("n"))
+			if r.URL.Query().Get("n") == "1" {
+				g.ServeHTTP(w, r)
+			}
+			record("end " + r.URL.Query().Get("n"))
+		})
+		mux := http.NewServeMux()
+		mux.Handle("POST /wait/{id}", httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithWait(time.Minute))(h))
+		mux.Handle("POST /short/{id}", httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithWait(50*time.Millisecond))(h))
+		srv := serve(t, mux)
+
+		first := async(t, "POST", srv.URL+"/wait/k?n=1")
+		recv(t, g.started, "first handler")
+
+		// A short budget runs out while the first request holds the key.
+		short := do(t, "POST", srv.URL+"/short/k?n=3", nil)
+		assert.Equal(t, http.StatusConflict, short.status)
+		assert.NotEmpty(t, short.header.Get("Retry-After"))
+
+		// A long budget waits for the first request to end.
+		second := async(t, "POST", srv.URL+"/wait/k?n=2")
+		close(g.release)
+		assert.Equal(t, http.StatusOK, recv(t, first, "first").status)
+		assert.Equal(t, http.StatusOK, recv(t, second, "second").status)
 		mu.Lock()
 		defer mu.Unlock()
-		events = append(events, e)
-	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		record("start " + r.URL.Query().Get("n"))
-		if r.URL.Query().Get("n") == "1" {
-			g.ServeHTTP(w, r)
-		}
-		record("end " + r.URL.Query().Get("n"))
+		assert.Equal(t, []string{"start 1", "end 1", "start 2", "end 2"}, events)
 	})
-	mux := http.NewServeMux()
-	mux.Handle("POST /wait/{id}", httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithWait(time.Minute))(h))
-	mux.Handle("POST /short/{id}", httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithWait(50*time.Millisecond))(h))
-	srv := serve(t, mux)
-
-	first := async(t, "POST", srv.URL+"/wait/k?n=1")
-	recv(t, g.started, "first handler")
-
-	// A short budget runs out while the first request holds the key.
-	short := do(t, "POST", srv.URL+"/short/k?n=3", nil)
-	assert.Equal(t, http.StatusConflict, short.status)
-	assert.NotEmpty(t, short.header.Get("Retry-After"))
-
-	// A long budget waits for the first request to end.
-	second := async(t, "POST", srv.URL+"/wait/k?n=2")
-	close(g.release)
-	assert.Equal(t, http.StatusOK, recv(t, first, "first").status)
-	assert.Equal(t, http.StatusOK, recv(t, second, "second").status)
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, []string{"start 1", "end 1", "start 2", "end 2"}, events)
 }
 
 func TestLeaseFromContext(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lease := httpmw.LeaseFrom(r.Context())
-		if lease == nil {
-			http.Error(w, "no lease", http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprintf(w, "%s %d", strings.Join(lease.Keys(), ","), lease.Fence())
-	})
-	mux := http.NewServeMux()
-	mux.Handle("PUT /orders/{id}", httpmw.Serialize(m, httpmw.Namespace("order", httpmw.PathValue("id")))(h))
-	srv := serve(t, mux)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			lease := httpmw.LeaseFrom(r.Context())
+			if lease == nil {
+				http.Error(w, "no lease", http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprintf(w, "%s %d", strings.Join(lease.Keys(), ","), lease.Fence())
+		})
+		mux := http.NewServeMux()
+		mux.Handle("PUT /orders/{id}", httpmw.Serialize(m, httpmw.Namespace("order", httpmw.PathValue("id")))(h))
+		srv := serve(t, mux)
 
-	var fences []int64
-	for range 2 {
-		res := do(t, "PUT", srv.URL+"/orders/7", nil)
-		require.Equal(t, http.StatusOK, res.status, res.body)
-		key, fence, _ := strings.Cut(res.body, " ")
-		assert.Equal(t, "order:7", key)
-		n, err := strconv.ParseInt(fence, 10, 64)
-		require.NoError(t, err)
-		fences = append(fences, n)
-	}
-	assert.Greater(t, fences[1], fences[0], "fencing tokens grow")
-	assert.Nil(t, httpmw.LeaseFrom(t.Context()))
+		var fences []int64
+		for range 2 {
+			res := do(t, "PUT", srv.URL+"/orders/7", nil)
+			require.Equal(t, http.StatusOK, res.status, res.body)
+			key, fence, _ := strings.Cut(res.body, " ")
+			assert.Equal(t, "order:7", key)
+			n, err := strconv.ParseInt(fence, 10, 64)
+			require.NoError(t, err)
+			fences = append(fences, n)
+		}
+		assert.Greater(t, fences[1], fences[0], "fencing tokens grow")
+		assert.Nil(t, httpmw.LeaseFrom(t.Context()))
+	})
 }
 
 func TestExtractors(t *testing.T) {
@@ -272,150 +280,164 @@ func TestRedisDown(t *testing.T) {
 }
 
 func TestLeaseLossCancelsRequest(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	m := newMutex(t, srv, mutex.Config{TTL: 300 * time.Millisecond})
-	started := make(chan struct{})
-	cause := make(chan error, 1)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(started)
-		select {
-		case <-r.Context().Done():
-			cause <- context.Cause(r.Context())
-			http.Error(w, "lock lost", http.StatusServiceUnavailable)
-		case <-time.After(20 * time.Second):
-			cause <- errors.New("the request's context was not cancelled")
-		}
-	})
-	hooked := make(chan error, 1)
-	mw := httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithErrorHook(func(_ *http.Request, err error) { hooked <- err }))
-	mux := http.NewServeMux()
-	mux.Handle("POST /docs/{id}", mw(h))
-	web := serve(t, mux)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		rdb := backend.Client(t)
+		m := backendMutex(t, backend, mutex.Config{TTL: 300 * time.Millisecond})
+		started := make(chan struct{})
+		cause := make(chan error, 1)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(started)
+			select {
+			case <-r.Context().Done():
+				cause <- context.Cause(r.Context())
+				http.Error(w, "lock lost", http.StatusServiceUnavailable)
+			case <-time.After(20 * time.Second):
+				cause <- errors.New("the request's context was not cancelled")
+			}
+		})
+		hooked := make(chan error, 1)
+		mw := httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithErrorHook(func(_ *http.Request, err error) { hooked <- err }))
+		mux := http.NewServeMux()
+		mux.Handle("POST /docs/{id}", mw(h))
+		web := serve(t, mux)
 
-	res := async(t, "POST", web.URL+"/docs/d1")
-	recv(t, started, "handler start")
-	// Another actor wipes the lock: the next extension finds it gone.
-	require.NoError(t, rdb.FlushAll(t.Context()).Err())
-	err := recv(t, cause, "cancellation")
-	assert.ErrorIs(t, err, mutex.ErrNotHeld)
-	assert.Equal(t, http.StatusServiceUnavailable, recv(t, res, "answer").status)
-	assert.ErrorIs(t, recv(t, hooked, "hook"), mutex.ErrNotHeld)
+		res := async(t, "POST", web.URL+"/docs/d1")
+		recv(t, started, "handler start")
+		// Another actor wipes the lock: the next extension finds it gone.
+		keys, err := redistest.Keys(t.Context(), rdb, m.Prefix()+"*")
+		require.NoError(t, err)
+		require.NotEmpty(t, keys)
+		for _, k := range keys {
+			require.NoError(t, rdb.Del(t.Context(), k).Err())
+		}
+		err = recv(t, cause, "cancellation")
+		assert.ErrorIs(t, err, mutex.ErrNotHeld)
+		assert.Equal(t, http.StatusServiceUnavailable, recv(t, res, "answer").status)
+		assert.ErrorIs(t, recv(t, hooked, "hook"), mutex.ErrNotHeld)
+	})
 }
 
 func TestBusyStatusAndErrorHandler(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	lease, err := m.TryLock(t.Context(), "held")
-	require.NoError(t, err)
-	t.Cleanup(func() { lease.Unlock(context.Background()) })
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		lease, err := m.TryLock(t.Context(), "held")
+		require.NoError(t, err)
+		t.Cleanup(func() { lease.Unlock(context.Background()) })
 
-	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
-	mux := http.NewServeMux()
-	mux.Handle("POST /status/{id}", httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithBusyStatus(http.StatusLocked))(h))
-	mux.Handle("POST /custom/{id}", httpmw.Serialize(m, httpmw.PathValue("id"),
-		httpmw.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
-			var ne *mutex.NotObtainedError
-			if errors.As(err, &ne) {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusTooManyRequests)
-				fmt.Fprintf(w, `{"error":"busy","key":%q}`, ne.Key)
-				return
-			}
-			http.Error(w, "other", http.StatusTeapot)
-		}))(h))
-	web := serve(t, mux)
+		h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+		mux := http.NewServeMux()
+		mux.Handle("POST /status/{id}", httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithBusyStatus(http.StatusLocked))(h))
+		mux.Handle("POST /custom/{id}", httpmw.Serialize(m, httpmw.PathValue("id"),
+			httpmw.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
+				var ne *mutex.NotObtainedError
+				if errors.As(err, &ne) {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusTooManyRequests)
+					fmt.Fprintf(w, `{"error":"busy","key":%q}`, ne.Key)
+					return
+				}
+				http.Error(w, "other", http.StatusTeapot)
+			}))(h))
+		web := serve(t, mux)
 
-	res := do(t, "POST", web.URL+"/status/held", nil)
-	assert.Equal(t, http.StatusLocked, res.status)
-	assert.Equal(t, "resource busy", res.body)
-	assert.NotEmpty(t, res.header.Get("Retry-After"))
+		res := do(t, "POST", web.URL+"/status/held", nil)
+		assert.Equal(t, http.StatusLocked, res.status)
+		assert.Equal(t, "resource busy", res.body)
+		assert.NotEmpty(t, res.header.Get("Retry-After"))
 
-	res = do(t, "POST", web.URL+"/custom/held", nil)
-	assert.Equal(t, http.StatusTooManyRequests, res.status)
-	assert.Equal(t, `{"error":"busy","key":"held"}`, res.body)
-	res = do(t, "POST", web.URL+"/custom/%7F", nil)
-	assert.Equal(t, http.StatusTeapot, res.status)
+		res = do(t, "POST", web.URL+"/custom/held", nil)
+		assert.Equal(t, http.StatusTooManyRequests, res.status)
+		assert.Equal(t, `{"error":"busy","key":"held"}`, res.body)
+		res = do(t, "POST", web.URL+"/custom/%7F", nil)
+		assert.Equal(t, http.StatusTeapot, res.status)
+	})
 }
 
 func TestSkip(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	lease, err := m.TryLock(t.Context(), "doc:1")
-	require.NoError(t, err)
-	t.Cleanup(func() { lease.Unlock(context.Background()) })
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		lease, err := m.TryLock(t.Context(), "doc:1")
+		require.NoError(t, err)
+		t.Cleanup(func() { lease.Unlock(context.Background()) })
 
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, httpmw.LeaseFrom(r.Context()) == nil)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, httpmw.LeaseFrom(r.Context()) == nil)
+		})
+		mw := httpmw.Serialize(m, httpmw.Namespace("doc", httpmw.PathValue("id")),
+			httpmw.WithSkipMethods(http.MethodGet, http.MethodHead),
+			httpmw.WithSkip(func(r *http.Request) bool { return r.Header.Get("X-Dry-Run") == "1" }))
+		mux := http.NewServeMux()
+		mux.Handle("/docs/{id}", mw(h))
+		web := serve(t, mux)
+
+		res := do(t, "GET", web.URL+"/docs/1", nil)
+		assert.Equal(t, http.StatusOK, res.status)
+		assert.Equal(t, "true", res.body)
+		res = do(t, "PUT", web.URL+"/docs/1", http.Header{"X-Dry-Run": {"1"}})
+		assert.Equal(t, http.StatusOK, res.status)
+		res = do(t, "PUT", web.URL+"/docs/1", nil)
+		assert.Equal(t, http.StatusConflict, res.status)
 	})
-	mw := httpmw.Serialize(m, httpmw.Namespace("doc", httpmw.PathValue("id")),
-		httpmw.WithSkipMethods(http.MethodGet, http.MethodHead),
-		httpmw.WithSkip(func(r *http.Request) bool { return r.Header.Get("X-Dry-Run") == "1" }))
-	mux := http.NewServeMux()
-	mux.Handle("/docs/{id}", mw(h))
-	web := serve(t, mux)
-
-	res := do(t, "GET", web.URL+"/docs/1", nil)
-	assert.Equal(t, http.StatusOK, res.status)
-	assert.Equal(t, "true", res.body)
-	res = do(t, "PUT", web.URL+"/docs/1", http.Header{"X-Dry-Run": {"1"}})
-	assert.Equal(t, http.StatusOK, res.status)
-	res = do(t, "PUT", web.URL+"/docs/1", nil)
-	assert.Equal(t, http.StatusConflict, res.status)
 }
 
 func TestHandlerLockingItsOwnKey(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		outer := httpmw.LeaseFrom(r.Context())
-		// WithLock on the key of the request joins the request's lease.
-		err := mutex.WithLock(r.Context(), m, "acct:1", func(ctx context.Context) error {
-			if mutex.LeaseFromContext(ctx) != outer {
-				return errors.New("WithLock did not join the request's lease")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			outer := httpmw.LeaseFrom(r.Context())
+			// WithLock on the key of the request joins the request's lease.
+			err := mutex.WithLock(r.Context(), m, "acct:1", func(ctx context.Context) error {
+				if mutex.LeaseFromContext(ctx) != outer {
+					return errors.New("WithLock did not join the request's lease")
+				}
+				return nil
+			})
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
 			}
-			return nil
+			// A direct Lock of that key fails at once instead of waiting.
+			if _, err := m.Lock(r.Context(), "acct:1"); !errors.Is(err, mutex.ErrReentrant) {
+				http.Error(w, fmt.Sprintf("Lock: %v", err), http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprint(w, "ok")
 		})
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		// A direct Lock of that key fails at once instead of waiting.
-		if _, err := m.Lock(r.Context(), "acct:1"); !errors.Is(err, mutex.ErrReentrant) {
-			http.Error(w, fmt.Sprintf("Lock: %v", err), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprint(w, "ok")
-	})
-	key := httpmw.Namespace("acct", httpmw.PathValue("id"))
-	mux := http.NewServeMux()
-	// Nested middleware on the same key joins too.
-	mux.Handle("POST /accts/{id}", httpmw.Serialize(m, key)(httpmw.Serialize(m, key, httpmw.WithWait(time.Minute))(h)))
-	web := serve(t, mux)
+		key := httpmw.Namespace("acct", httpmw.PathValue("id"))
+		mux := http.NewServeMux()
+		// Nested middleware on the same key joins too.
+		mux.Handle("POST /accts/{id}", httpmw.Serialize(m, key)(httpmw.Serialize(m, key, httpmw.WithWait(time.Minute))(h)))
+		web := serve(t, mux)
 
-	res := do(t, "POST", web.URL+"/accts/1", nil)
-	assert.Equal(t, http.StatusOK, res.status)
-	assert.Equal(t, "ok", res.body)
+		res := do(t, "POST", web.URL+"/accts/1", nil)
+		assert.Equal(t, http.StatusOK, res.status)
+		assert.Equal(t, "ok", res.body)
+	})
 }
 
 func TestPanicReleasesKey(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Has("panic") {
-			panic(http.ErrAbortHandler)
-		}
-		fmt.Fprint(w, "ok")
-	})
-	mux := http.NewServeMux()
-	mux.Handle("POST /x/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(h))
-	web := serve(t, mux)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Has("panic") {
+				panic(http.ErrAbortHandler)
+			}
+			fmt.Fprint(w, "ok")
+		})
+		mux := http.NewServeMux()
+		mux.Handle("POST /x/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(h))
+		web := serve(t, mux)
 
-	req, err := http.NewRequestWithContext(t.Context(), "POST", web.URL+"/x/p?panic", nil)
-	require.NoError(t, err)
-	_, err = http.DefaultClient.Do(req)
-	require.Error(t, err, "the server aborts the response")
-	// The key was released when the handler panicked.
-	assert.Equal(t, http.StatusOK, do(t, "POST", web.URL+"/x/p", nil).status)
-	st, err := m.Check(t.Context(), "p")
-	require.NoError(t, err)
-	assert.Equal(t, mutex.Available, st)
+		req, err := http.NewRequestWithContext(t.Context(), "POST", web.URL+"/x/p?panic", nil)
+		require.NoError(t, err)
+		_, err = http.DefaultClient.Do(req)
+		require.Error(t, err, "the server aborts the response")
+		// The key was released when the handler panicked.
+		assert.Equal(t, http.StatusOK, do(t, "POST", web.URL+"/x/p", nil).status)
+		st, err := m.Check(t.Context(), "p")
+		require.NoError(t, err)
+		assert.Equal(t, mutex.Available, st)
+	})
 }
 
 func TestSetupErrors(t *testing.T) {
@@ -470,53 +492,56 @@ func TestSetupErrors(t *testing.T) {
 }
 
 func TestClosedMutex(t *testing.T) {
-	srv := redistest.Shared(t)
-	m, err := mutex.New(srv.Client(t), mutex.Config{Prefix: prefix(t)})
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
-	web := serve(t, httpmw.Serialize(m, httpmw.Query("k"), httpmw.WithWait(time.Second))(http.NotFoundHandler()))
-	res := do(t, "POST", web.URL+"/?k=a", nil)
-	assert.Equal(t, http.StatusServiceUnavailable, res.status)
-	assert.Equal(t, "lock service unavailable", res.body)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m, err := mutex.New(backend.Client(t), mutex.Config{Prefix: prefix(t)})
+		require.NoError(t, err)
+		require.NoError(t, m.Close())
+		web := serve(t, httpmw.Serialize(m, httpmw.Query("k"), httpmw.WithWait(time.Second))(http.NotFoundHandler()))
+		res := do(t, "POST", web.URL+"/?k=a", nil)
+		assert.Equal(t, http.StatusServiceUnavailable, res.status)
+		assert.Equal(t, "lock service unavailable", res.body)
+	})
 }
 
 func TestRequestEndsWhileWaiting(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{})
-	lease, err := m.TryLock(t.Context(), "w")
-	require.NoError(t, err)
-	t.Cleanup(func() { lease.Unlock(context.Background()) })
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{})
+		lease, err := m.TryLock(t.Context(), "w")
+		require.NoError(t, err)
+		t.Cleanup(func() { lease.Unlock(context.Background()) })
 
-	hooked := make(chan error, 2)
-	mw := httpmw.Serialize(m, httpmw.Query("k"), httpmw.WithWait(time.Minute),
-		httpmw.WithErrorHook(func(_ *http.Request, err error) { hooked <- err }))
-	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("handler ran") })
-	// A server-side deadline on the request, shorter than the wait budget.
-	deadline := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), 100*time.Millisecond)
-			defer cancel()
-			next.ServeHTTP(w, r.WithContext(ctx))
-		})
-	}
-	web := serve(t, deadline(mw(h)))
+		hooked := make(chan error, 2)
+		mw := httpmw.Serialize(m, httpmw.Query("k"), httpmw.WithWait(time.Minute),
+			httpmw.WithErrorHook(func(_ *http.Request, err error) { hooked <- err }))
+		h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("handler ran") })
+		// A server-side deadline on the request, shorter than the wait budget.
+		deadline := func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ctx, cancel := context.WithTimeout(r.Context(), 100*time.Millisecond)
+				defer cancel()
+				next.ServeHTTP(w, r.WithContext(ctx))
+			})
+		}
+		web := serve(t, deadline(mw(h)))
 
-	res := do(t, "POST", web.URL+"/?k=w", nil)
-	assert.Equal(t, http.StatusServiceUnavailable, res.status)
-	assert.Equal(t, "request ended", res.body)
-	err = recv(t, hooked, "hook")
-	assert.ErrorIs(t, err, mutex.ErrNotObtained)
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+		res := do(t, "POST", web.URL+"/?k=w", nil)
+		assert.Equal(t, http.StatusServiceUnavailable, res.status)
+		assert.Equal(t, "request ended", res.body)
+		err = recv(t, hooked, "hook")
+		assert.ErrorIs(t, err, mutex.ErrNotObtained)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
 
-	// A client that gives up ends the wait as well.
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", serve(t, mw(h)).URL+"/?k=w", nil)
-	require.NoError(t, err)
-	_, err = http.DefaultClient.Do(req)
-	require.Error(t, err)
-	err = recv(t, hooked, "hook")
-	assert.ErrorIs(t, err, mutex.ErrNotObtained)
-	assert.ErrorIs(t, err, context.Canceled)
+		// A client that gives up ends the wait as well.
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, "POST", serve(t, mw(h)).URL+"/?k=w", nil)
+		require.NoError(t, err)
+		_, err = http.DefaultClient.Do(req)
+		require.Error(t, err)
+		err = recv(t, hooked, "hook")
+		assert.ErrorIs(t, err, mutex.ErrNotObtained)
+		assert.ErrorIs(t, err, context.Canceled)
+	})
 }
 
 // badLocker is a Locker whose own configuration is bad.
@@ -527,29 +552,30 @@ func (badLocker) TryLock(context.Context, ...string) (mutex.Lease, error) {
 }
 
 func TestLeaseExtendedWhileHandlerRuns(t *testing.T) {
-	srv := redistest.Shared(t)
-	const ttl = 500 * time.Millisecond
-	m := newMutex(t, srv, mutex.Config{TTL: ttl})
-	other := newMutex(t, srv, mutex.Config{TTL: ttl})
-	g := newGate()
-	ended := make(chan error, 1)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.ServeHTTP(w, r)
-		ended <- context.Cause(r.Context())
-	})
-	mux := http.NewServeMux()
-	mux.Handle("POST /long/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(h))
-	web := serve(t, mux)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		const ttl = 500 * time.Millisecond
+		m := backendMutex(t, backend, mutex.Config{TTL: ttl})
+		other := backendMutex(t, backend, mutex.Config{TTL: ttl})
+		g := newGate()
+		ended := make(chan error, 1)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			g.ServeHTTP(w, r)
+			ended <- context.Cause(r.Context())
+		})
+		mux := http.NewServeMux()
+		mux.Handle("POST /long/{id}", httpmw.Serialize(m, httpmw.PathValue("id"))(h))
+		web := serve(t, mux)
 
-	res := async(t, "POST", web.URL+"/long/job")
-	recv(t, g.started, "handler start")
-	// Well past the TTL, the request still holds its key.
-	time.Sleep(3 * ttl)
-	_, err := other.TryLock(t.Context(), "job")
-	assert.ErrorIs(t, err, mutex.ErrNotObtained)
-	close(g.release)
-	assert.NoError(t, recv(t, ended, "handler end"), "the request's context was not cancelled")
-	assert.Equal(t, http.StatusOK, recv(t, res, "answer").status)
+		res := async(t, "POST", web.URL+"/long/job")
+		recv(t, g.started, "handler start")
+		// Well past the TTL, the request still holds its key.
+		time.Sleep(3 * ttl)
+		_, err := other.TryLock(t.Context(), "job")
+		assert.ErrorIs(t, err, mutex.ErrNotObtained)
+		close(g.release)
+		assert.NoError(t, recv(t, ended, "handler end"), "the request's context was not cancelled")
+		assert.Equal(t, http.StatusOK, recv(t, res, "answer").status)
+	})
 }
 
 func TestWaitBudgetEndsDuringRedisCall(t *testing.T) {

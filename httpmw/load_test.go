@@ -56,9 +56,9 @@ func (rf *referee) enter(key string) func() {
 }
 
 // loadCluster starts loadServers HTTP servers, each with its own Mutex on
-// its own Redis client, all on srv. Each serves /locked/{id}, serialized by
+// its own Redis client, all of b. Each serves /locked/{id}, serialized by
 // id, and /plain/{id}, the same handler without the middleware.
-func loadCluster(t testing.TB, srv *redistest.Server, rf *referee) []string {
+func loadCluster(t testing.TB, b redistest.Backend, rf *referee) []string {
 	t.Helper()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		leave := rf.enter(r.PathValue("id"))
@@ -67,7 +67,7 @@ func loadCluster(t testing.TB, srv *redistest.Server, rf *referee) []string {
 	})
 	urls := make([]string, loadServers)
 	for i := range urls {
-		m := newMutex(t, srv, mutex.Config{Prefix: prefix(t)})
+		m := backendMutex(t, b, mutex.Config{Prefix: prefix(t)})
 		mux := http.NewServeMux()
 		mux.Handle("POST /locked/{id}", httpmw.Serialize(m, httpmw.PathValue("id"), httpmw.WithWait(time.Minute))(h))
 		mux.Handle("POST /plain/{id}", h)
@@ -122,18 +122,20 @@ func fire(ctx context.Context, c *http.Client, urls []string, route string, keys
 // one Redis: every request completes, and no two handlers of one key ever
 // run at once.
 func TestLoad(t *testing.T) {
-	rf := newReferee()
-	urls := loadCluster(t, redistest.Shared(t), rf)
-	got := fire(t.Context(), loadClient(t), urls, "locked", 10)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		rf := newReferee()
+		urls := loadCluster(t, backend, rf)
+		got := fire(t.Context(), loadClient(t), urls, "locked", 10)
 
-	assert.Equal(t, map[string]int{"200 OK": loadRequests}, got)
-	assert.Zero(t, rf.overlaps.Load(), "handlers of one key overlapped")
-	rf.mu.Lock()
-	defer rf.mu.Unlock()
-	require.Len(t, rf.done, 10)
-	for key, n := range rf.done {
-		assert.Equal(t, loadRequests/10, n, key)
-	}
+		assert.Equal(t, map[string]int{"200 OK": loadRequests}, got)
+		assert.Zero(t, rf.overlaps.Load(), "handlers of one key overlapped")
+		rf.mu.Lock()
+		defer rf.mu.Unlock()
+		require.Len(t, rf.done, 10)
+		for key, n := range rf.done {
+			assert.Equal(t, loadRequests/10, n, key)
+		}
+	})
 }
 
 // BenchmarkSerialize measures requests per second of batches of 200
@@ -147,7 +149,7 @@ func BenchmarkSerialize(b *testing.B) {
 	for _, keys := range []int{10, 200} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
 			rf := newReferee()
-			urls := loadCluster(b, redistest.Shared(b), rf)
+			urls := loadCluster(b, redistest.Shared(b).Backend(), rf)
 			c := loadClient(b)
 			ctx := b.Context()
 			// Warm up the connections of both routes.

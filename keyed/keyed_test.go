@@ -23,8 +23,14 @@ import (
 // test, closed at cleanup.
 func newMutex(t testing.TB) *mutex.Mutex {
 	t.Helper()
-	srv := redistest.Shared(t)
-	m, err := mutex.New(srv.Client(t), mutex.Config{Prefix: testPrefix(t)})
+	return newMutexOn(t, redistest.Shared(t).Client(t))
+}
+
+// newMutexOn returns a Mutex on c with a prefix unique to the test, closed
+// at cleanup.
+func newMutexOn(t testing.TB, c redis.UniversalClient) *mutex.Mutex {
+	t.Helper()
+	m, err := mutex.New(c, mutex.Config{Prefix: testPrefix(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m
@@ -157,34 +163,36 @@ func TestNamespaceIsEscaped(t *testing.T) {
 }
 
 func TestDistinctNamespacesAreDistinctLocks(t *testing.T) {
-	ctx := t.Context()
-	m := newMutex(t)
-	a := keyed.New[string](m, "a")
-	ab := keyed.New[string](m, "a:b")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		ctx := t.Context()
+		m := newMutexOn(t, backend.Client(t))
+		a := keyed.New[string](m, "a")
+		ab := keyed.New[string](m, "a:b")
 
-	l1, err := a.TryLock(ctx, "b:c")
-	require.NoError(t, err)
-	l2, err := ab.TryLock(ctx, "c")
-	require.NoError(t, err, "namespace a:b, key c must not be the lock of namespace a, key b:c")
+		l1, err := a.TryLock(ctx, "b:c")
+		require.NoError(t, err)
+		l2, err := ab.TryLock(ctx, "c")
+		require.NoError(t, err, "namespace a:b, key c must not be the lock of namespace a, key b:c")
 
-	st, err := a.Check(ctx, "b:c")
-	require.NoError(t, err)
-	assert.Equal(t, mutex.Locked, st)
-	_, err = a.TryLock(ctx, "b:c")
-	assert.ErrorIs(t, err, mutex.ErrNotObtained)
+		st, err := a.Check(ctx, "b:c")
+		require.NoError(t, err)
+		assert.Equal(t, mutex.Locked, st)
+		_, err = a.TryLock(ctx, "b:c")
+		assert.ErrorIs(t, err, mutex.ErrNotObtained)
 
-	require.NoError(t, l1.Unlock(ctx))
-	st, err = a.Check(ctx, "b:c")
-	require.NoError(t, err)
-	assert.Equal(t, mutex.Available, st)
-	st, err = ab.Check(ctx, "c")
-	require.NoError(t, err)
-	assert.Equal(t, mutex.Locked, st)
-	require.NoError(t, l2.Unlock(ctx))
+		require.NoError(t, l1.Unlock(ctx))
+		st, err = a.Check(ctx, "b:c")
+		require.NoError(t, err)
+		assert.Equal(t, mutex.Available, st)
+		st, err = ab.Check(ctx, "c")
+		require.NoError(t, err)
+		assert.Equal(t, mutex.Locked, st)
+		require.NoError(t, l2.Unlock(ctx))
 
-	left, err := redistest.Shared(t).Client(t).Keys(ctx, m.Prefix()+"*").Result()
-	require.NoError(t, err)
-	assert.Empty(t, left, "nothing stays in Redis after the unlocks")
+		left, err := redistest.Keys(ctx, backend.Client(t), m.Prefix()+"*")
+		require.NoError(t, err)
+		assert.Empty(t, left, "nothing stays in Redis after the unlocks")
+	})
 }
 
 func TestInvalidConfiguration(t *testing.T) {
@@ -236,13 +244,15 @@ func TestInvalidConfiguration(t *testing.T) {
 }
 
 func TestNamespaceLengthLimit(t *testing.T) {
-	m := newMutex(t)
-	ns := strings.Repeat("n", keyed.MaxNamespaceLen)
-	k := keyed.New[string](m, ns)
-	require.NoError(t, k.Err())
-	l, err := k.TryLock(t.Context(), "x")
-	require.NoError(t, err)
-	require.NoError(t, l.Unlock(t.Context()))
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := newMutexOn(t, backend.Client(t))
+		ns := strings.Repeat("n", keyed.MaxNamespaceLen)
+		k := keyed.New[string](m, ns)
+		require.NoError(t, k.Err())
+		l, err := k.TryLock(t.Context(), "x")
+		require.NoError(t, err)
+		require.NoError(t, l.Unlock(t.Context()))
+	})
 }
 
 func TestNoDefaultEncoding(t *testing.T) {
@@ -305,128 +315,138 @@ func TestBadKeys(t *testing.T) {
 }
 
 func TestKeyLengthLimit(t *testing.T) {
-	ctx := t.Context()
-	m := newMutex(t)
-	rec := &recorder{Locker: m}
-	k := keyed.New[string](rec, "a:b") // core prefix "a%3Ab:", 6 bytes
-	longest := strings.Repeat("k", mutex.MaxKeyLen-6)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		ctx := t.Context()
+		m := newMutexOn(t, backend.Client(t))
+		rec := &recorder{Locker: m}
+		k := keyed.New[string](rec, "a:b") // core prefix "a%3Ab:", 6 bytes
+		longest := strings.Repeat("k", mutex.MaxKeyLen-6)
 
-	s, err := k.Key(longest)
-	require.NoError(t, err)
-	assert.Len(t, s, mutex.MaxKeyLen)
-	l, err := k.TryLock(ctx, longest)
-	require.NoError(t, err, "the core must accept the longest key Keyed gives")
-	require.NoError(t, l.Unlock(ctx))
+		s, err := k.Key(longest)
+		require.NoError(t, err)
+		assert.Len(t, s, mutex.MaxKeyLen)
+		l, err := k.TryLock(ctx, longest)
+		require.NoError(t, err, "the core must accept the longest key Keyed gives")
+		require.NoError(t, l.Unlock(ctx))
 
-	_, err = k.TryLock(ctx, longest+"k")
-	require.ErrorIs(t, err, mutex.ErrInvalid)
-	assert.ErrorContains(t, err, `key of 507 bytes in namespace "a:b" (513 bytes with the namespace), longer than 512`)
-	assert.Len(t, rec.Calls(), 1)
+		_, err = k.TryLock(ctx, longest+"k")
+		require.ErrorIs(t, err, mutex.ErrInvalid)
+		assert.ErrorContains(t, err, `key of 507 bytes in namespace "a:b" (513 bytes with the namespace), longer than 512`)
+		assert.Len(t, rec.Calls(), 1)
+	})
 }
 
 func TestLockManyDeduplicatesAndSorts(t *testing.T) {
-	ctx := t.Context()
-	m := newMutex(t)
-	rec := &recorder{Locker: m}
-	k := keyed.New[int](rec, "acct")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		ctx := t.Context()
+		m := newMutexOn(t, backend.Client(t))
+		rec := &recorder{Locker: m}
+		k := keyed.New[int](rec, "acct")
 
-	l, err := k.LockMany(ctx, 3, 1, 2, 1, 3)
-	require.NoError(t, err)
-	want := []string{"acct:1", "acct:2", "acct:3"}
-	assert.Equal(t, want, l.Keys())
-	for _, id := range []int{1, 2, 3} {
-		_, err := k.TryLock(ctx, id)
-		assert.ErrorIs(t, err, mutex.ErrNotObtained)
-	}
-	require.NoError(t, l.Unlock(ctx))
-
-	l, err = k.TryLockMany(ctx, 2, 3, 1)
-	require.NoError(t, err)
-	require.NoError(t, l.Unlock(ctx))
-
-	calls := rec.Calls()
-	require.Len(t, calls, 5)
-	assert.Equal(t, call{"Lock", want}, calls[0])
-	assert.Equal(t, call{"TryLock", want}, calls[4])
-
-	// One held key makes the whole set fail, and nothing stays held.
-	held, err := k.Lock(ctx, 2)
-	require.NoError(t, err)
-	_, err = k.TryLockMany(ctx, 1, 2, 3)
-	assert.ErrorIs(t, err, mutex.ErrNotObtained)
-	for _, id := range []int{1, 3} {
-		st, err := k.Check(ctx, id)
+		l, err := k.LockMany(ctx, 3, 1, 2, 1, 3)
 		require.NoError(t, err)
-		assert.Equal(t, mutex.Available, st)
-	}
-	require.NoError(t, held.Unlock(ctx))
+		want := []string{"acct:1", "acct:2", "acct:3"}
+		assert.Equal(t, want, l.Keys())
+		for _, id := range []int{1, 2, 3} {
+			_, err := k.TryLock(ctx, id)
+			assert.ErrorIs(t, err, mutex.ErrNotObtained)
+		}
+		require.NoError(t, l.Unlock(ctx))
 
-	// Keys given in opposite orders from two goroutines cannot deadlock.
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for _, ids := range [][]int{{1, 2, 3}, {3, 2, 1}} {
-		wg.Go(func() {
-			for range 20 {
-				l, err := k.LockMany(ctx, ids...)
-				if err != nil {
-					errs <- err
-					return
+		l, err = k.TryLockMany(ctx, 2, 3, 1)
+		require.NoError(t, err)
+		require.NoError(t, l.Unlock(ctx))
+
+		calls := rec.Calls()
+		require.Len(t, calls, 5)
+		assert.Equal(t, call{"Lock", want}, calls[0])
+		assert.Equal(t, call{"TryLock", want}, calls[4])
+
+		// One held key makes the whole set fail, and nothing stays held.
+		held, err := k.Lock(ctx, 2)
+		require.NoError(t, err)
+		_, err = k.TryLockMany(ctx, 1, 2, 3)
+		assert.ErrorIs(t, err, mutex.ErrNotObtained)
+		for _, id := range []int{1, 3} {
+			st, err := k.Check(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, mutex.Available, st)
+		}
+		require.NoError(t, held.Unlock(ctx))
+
+		// Keys given in opposite orders from two goroutines cannot deadlock.
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		for _, ids := range [][]int{{1, 2, 3}, {3, 2, 1}} {
+			wg.Go(func() {
+				for range 20 {
+					l, err := k.LockMany(ctx, ids...)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if err := l.Unlock(ctx); err != nil {
+						errs <- err
+						return
+					}
 				}
-				if err := l.Unlock(ctx); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
 }
 
 func TestLockMutualExclusion(t *testing.T) {
-	ctx := t.Context()
-	m := newMutex(t)
-	rdb := redistest.Shared(t).Client(t)
-	users := keyed.New[int64](m, "user")
-	counter := testPrefix(t) + ":balance:"
-	del := func() { rdb.Del(context.WithoutCancel(ctx), counter+"0", counter+"1") }
-	del()
-	t.Cleanup(del)
-
-	const workers, rounds = 4, 25
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			for i := range rounds {
-				user := int64((w + i) % 2)
-				if err := increment(ctx, users, rdb, user, counter); err != nil {
-					errs <- err
-					return
-				}
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		ctx := t.Context()
+		m := newMutexOn(t, backend.Client(t))
+		rdb := backend.Client(t)
+		users := keyed.New[int64](m, "user")
+		counter := testPrefix(t) + ":balance:"
+		del := func() {
+			for _, k := range []string{counter + "0", counter + "1"} {
+				rdb.Del(context.WithoutCancel(ctx), k)
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	total := 0
-	for user := range 2 {
-		n, err := rdb.Get(ctx, counter+strconv.Itoa(user)).Int()
-		require.NoError(t, err)
-		total += n
-	}
-	assert.Equal(t, workers*rounds, total, "every unsynchronised read-modify-write must count")
+		}
+		del()
+		t.Cleanup(del)
+
+		const workers, rounds = 4, 25
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		for w := range workers {
+			wg.Go(func() {
+				for i := range rounds {
+					user := int64((w + i) % 2)
+					if err := increment(ctx, users, rdb, user, counter); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		total := 0
+		for user := range 2 {
+			n, err := rdb.Get(ctx, counter+strconv.Itoa(user)).Int()
+			require.NoError(t, err)
+			total += n
+		}
+		assert.Equal(t, workers*rounds, total, "every unsynchronised read-modify-write must count")
+	})
 }
 
 // increment adds one to the counter of user with a GET and a SET, which
 // loses updates unless the lock excludes the other writers.
-func increment(ctx context.Context, users *keyed.Keyed[int64], rdb *redis.Client, user int64, counter string) error {
+func increment(ctx context.Context, users *keyed.Keyed[int64], rdb redis.UniversalClient, user int64, counter string) error {
 	l, err := users.Lock(ctx, user)
 	if err != nil {
 		return err
@@ -443,109 +463,115 @@ func increment(ctx context.Context, users *keyed.Keyed[int64], rdb *redis.Client
 }
 
 func TestLockWaitsForRelease(t *testing.T) {
-	ctx := t.Context()
-	m := newMutex(t)
-	ids := keyed.New[uuid.UUID](m, "order")
-	id := uuid.New()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		ctx := t.Context()
+		m := newMutexOn(t, backend.Client(t))
+		ids := keyed.New[uuid.UUID](m, "order")
+		id := uuid.New()
 
-	first, err := ids.Lock(ctx, id)
-	require.NoError(t, err)
-	got := make(chan error, 1)
-	go func() {
-		l, err := ids.Lock(ctx, id)
-		if err == nil {
-			err = l.Unlock(ctx)
+		first, err := ids.Lock(ctx, id)
+		require.NoError(t, err)
+		got := make(chan error, 1)
+		go func() {
+			l, err := ids.Lock(ctx, id)
+			if err == nil {
+				err = l.Unlock(ctx)
+			}
+			got <- err
+		}()
+		select {
+		case err := <-got:
+			t.Fatalf("second Lock returned %v while the first lease was held", err)
+		default:
 		}
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		t.Fatalf("second Lock returned %v while the first lease was held", err)
-	default:
-	}
-	require.NoError(t, first.Unlock(ctx))
-	require.NoError(t, <-got)
+		require.NoError(t, first.Unlock(ctx))
+		require.NoError(t, <-got)
 
-	// A Lock whose context ends while waiting reports both causes.
-	first, err = ids.Lock(ctx, id)
-	require.NoError(t, err)
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	_, err = ids.Lock(cctx, id)
-	assert.ErrorIs(t, err, mutex.ErrNotObtained)
-	assert.ErrorIs(t, err, context.Canceled)
-	require.NoError(t, first.Unlock(ctx))
+		// A Lock whose context ends while waiting reports both causes.
+		first, err = ids.Lock(ctx, id)
+		require.NoError(t, err)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err = ids.Lock(cctx, id)
+		assert.ErrorIs(t, err, mutex.ErrNotObtained)
+		assert.ErrorIs(t, err, context.Canceled)
+		require.NoError(t, first.Unlock(ctx))
+	})
 }
 
 func TestWithLock(t *testing.T) {
-	ctx := t.Context()
-	m := newMutex(t)
-	users := keyed.New[string](m, "user")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		ctx := t.Context()
+		m := newMutexOn(t, backend.Client(t))
+		users := keyed.New[string](m, "user")
 
-	errFn := errors.New("fn failed")
-	err := users.WithLock(ctx, "alice", func(ctx context.Context) error {
-		l := mutex.LeaseFromContext(ctx)
-		require.NotNil(t, l)
-		assert.Equal(t, []string{"user:alice"}, l.Keys())
+		errFn := errors.New("fn failed")
+		err := users.WithLock(ctx, "alice", func(ctx context.Context) error {
+			l := mutex.LeaseFromContext(ctx)
+			require.NotNil(t, l)
+			assert.Equal(t, []string{"user:alice"}, l.Keys())
+			st, err := users.Check(ctx, "alice")
+			require.NoError(t, err)
+			assert.Equal(t, mutex.Locked, st)
+			_, err = users.TryLock(context.WithoutCancel(t.Context()), "alice")
+			assert.ErrorIs(t, err, mutex.ErrNotObtained)
+
+			// Nested on the same key through the same Locker: joins the lease.
+			return users.WithLock(ctx, "alice", func(ctx context.Context) error {
+				assert.Equal(t, l.Token(), mutex.LeaseFromContext(ctx).Token())
+				return errFn
+			})
+		})
+		assert.ErrorIs(t, err, errFn)
 		st, err := users.Check(ctx, "alice")
 		require.NoError(t, err)
-		assert.Equal(t, mutex.Locked, st)
-		_, err = users.TryLock(context.WithoutCancel(t.Context()), "alice")
-		assert.ErrorIs(t, err, mutex.ErrNotObtained)
-
-		// Nested on the same key through the same Locker: joins the lease.
-		return users.WithLock(ctx, "alice", func(ctx context.Context) error {
-			assert.Equal(t, l.Token(), mutex.LeaseFromContext(ctx).Token())
-			return errFn
-		})
-	})
-	assert.ErrorIs(t, err, errFn)
-	st, err := users.Check(ctx, "alice")
-	require.NoError(t, err)
-	assert.Equal(t, mutex.Available, st)
-
-	err = users.WithLockMany(ctx, []string{"bob", "alice", "bob"}, func(ctx context.Context) error {
-		l := mutex.LeaseFromContext(ctx)
-		require.NotNil(t, l)
-		assert.Equal(t, []string{"user:alice", "user:bob"}, l.Keys())
-		return users.WithLock(ctx, "bob", func(ctx context.Context) error {
-			assert.Equal(t, l.Token(), mutex.LeaseFromContext(ctx).Token())
-			return nil
-		})
-	})
-	require.NoError(t, err)
-	for _, u := range []string{"alice", "bob"} {
-		st, err := users.Check(ctx, u)
-		require.NoError(t, err)
 		assert.Equal(t, mutex.Available, st)
-	}
+
+		err = users.WithLockMany(ctx, []string{"bob", "alice", "bob"}, func(ctx context.Context) error {
+			l := mutex.LeaseFromContext(ctx)
+			require.NotNil(t, l)
+			assert.Equal(t, []string{"user:alice", "user:bob"}, l.Keys())
+			return users.WithLock(ctx, "bob", func(ctx context.Context) error {
+				assert.Equal(t, l.Token(), mutex.LeaseFromContext(ctx).Token())
+				return nil
+			})
+		})
+		require.NoError(t, err)
+		for _, u := range []string{"alice", "bob"} {
+			st, err := users.Check(ctx, u)
+			require.NoError(t, err)
+			assert.Equal(t, mutex.Available, st)
+		}
+	})
 }
 
 func TestConcurrentUse(t *testing.T) {
-	ctx := t.Context()
-	m := newMutex(t)
-	k := keyed.New[uint32](m, "c")
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 10 {
-				id := uint32(g*100 + i)
-				if _, err := k.Key(id); err != nil {
-					errs <- err
-					return
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		ctx := t.Context()
+		m := newMutexOn(t, backend.Client(t))
+		k := keyed.New[uint32](m, "c")
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 10 {
+					id := uint32(g*100 + i)
+					if _, err := k.Key(id); err != nil {
+						errs <- err
+						return
+					}
+					err := k.WithLockMany(ctx, []uint32{id, id + 1000}, func(context.Context) error { return nil })
+					if err != nil {
+						errs <- err
+						return
+					}
 				}
-				err := k.WithLockMany(ctx, []uint32{id, id + 1000}, func(context.Context) error { return nil })
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"pgregory.net/rapid"
 
+	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/keyed"
 	"github.com/distlock/distlock/mutex"
 )
@@ -138,85 +139,89 @@ func checkInjective[K comparable](t *rapid.T, k *keyed.Keyed[K], a, b K) {
 // (namespace, key) pairs at once on a real server, and checks that the
 // same pair excludes itself.
 func TestDistinctPairsLockIndependently(t *testing.T) {
-	m := newMutex(t)
-	ctx := t.Context()
-	rapid.Check(t, func(t *rapid.T) {
-		ns1, k1 := tricky(1, 6).Draw(t, "ns1"), tricky(1, 6).Draw(t, "k1")
-		joined := ns1 + ":" + k1
-		i := rapid.SampledFrom(separators(joined)).Draw(t, "split")
-		ns2, k2 := joined[:i], joined[i+1:]
-		l1, err := keyed.New[string](m, ns1).TryLock(ctx, k1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l1.Unlock(ctx)
-		l2, err := keyed.New[string](m, ns2).TryLock(ctx, k2)
-		same := ns1 == ns2 && k1 == k2
-		switch {
-		case same && err == nil:
-			l2.Unlock(ctx)
-			t.Fatalf("(%q, %q) locked twice", ns1, k1)
-		case same && !isNotObtained(err):
-			t.Fatal(err)
-		case !same && err != nil:
-			t.Fatalf("(%q, %q) blocks (%q, %q): %v", ns1, k1, ns2, k2, err)
-		case !same:
-			if err := l2.Unlock(ctx); err != nil {
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := newMutexOn(t, backend.Client(t))
+		ctx := t.Context()
+		rapid.Check(t, func(t *rapid.T) {
+			ns1, k1 := tricky(1, 6).Draw(t, "ns1"), tricky(1, 6).Draw(t, "k1")
+			joined := ns1 + ":" + k1
+			i := rapid.SampledFrom(separators(joined)).Draw(t, "split")
+			ns2, k2 := joined[:i], joined[i+1:]
+			l1, err := keyed.New[string](m, ns1).TryLock(ctx, k1)
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
+			defer l1.Unlock(ctx)
+			l2, err := keyed.New[string](m, ns2).TryLock(ctx, k2)
+			same := ns1 == ns2 && k1 == k2
+			switch {
+			case same && err == nil:
+				l2.Unlock(ctx)
+				t.Fatalf("(%q, %q) locked twice", ns1, k1)
+			case same && !isNotObtained(err):
+				t.Fatal(err)
+			case !same && err != nil:
+				t.Fatalf("(%q, %q) blocks (%q, %q): %v", ns1, k1, ns2, k2, err)
+			case !same:
+				if err := l2.Unlock(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	})
 }
 
 // TestLockManyIsOrderIndependent checks that every permutation of a
 // multiset of keys reaches the Locker as the same sorted set.
 func TestLockManyIsOrderIndependent(t *testing.T) {
-	m := newMutex(t)
-	ctx := t.Context()
-	rapid.Check(t, func(t *rapid.T) {
-		rec := &recorder{Locker: m}
-		k := keyed.New[string](rec, "p")
-		keys := rapid.SliceOfN(tricky(1, 3), 1, 8).Draw(t, "keys")
-		perm := rapid.Permutation(append(keys, keys[0])).Draw(t, "perm")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := newMutexOn(t, backend.Client(t))
+		ctx := t.Context()
+		rapid.Check(t, func(t *rapid.T) {
+			rec := &recorder{Locker: m}
+			k := keyed.New[string](rec, "p")
+			keys := rapid.SliceOfN(tricky(1, 3), 1, 8).Draw(t, "keys")
+			perm := rapid.Permutation(append(keys, keys[0])).Draw(t, "perm")
 
-		l, err := k.TryLockMany(ctx, keys...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Unlock(ctx); err != nil {
-			t.Fatal(err)
-		}
-		l, err = k.TryLockMany(ctx, perm...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Unlock(ctx); err != nil {
-			t.Fatal(err)
-		}
+			l, err := k.TryLockMany(ctx, keys...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			l, err = k.TryLockMany(ctx, perm...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
 
-		calls := rec.Calls()
-		if len(calls) != 2 {
-			t.Fatalf("%d calls, want 2", len(calls))
-		}
-		got := calls[0].keys
-		if !slices.Equal(got, calls[1].keys) {
-			t.Fatalf("%q and %q lock %q and %q", keys, perm, got, calls[1].keys)
-		}
-		if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
-			t.Fatalf("keys %q are not sorted and unique", got)
-		}
-		want := map[string]bool{}
-		for _, s := range keys {
-			want["p:"+s] = true
-		}
-		if len(want) != len(got) {
-			t.Fatalf("%q locked as %q", keys, got)
-		}
-		for _, s := range got {
-			if !want[s] {
+			calls := rec.Calls()
+			if len(calls) != 2 {
+				t.Fatalf("%d calls, want 2", len(calls))
+			}
+			got := calls[0].keys
+			if !slices.Equal(got, calls[1].keys) {
+				t.Fatalf("%q and %q lock %q and %q", keys, perm, got, calls[1].keys)
+			}
+			if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+				t.Fatalf("keys %q are not sorted and unique", got)
+			}
+			want := map[string]bool{}
+			for _, s := range keys {
+				want["p:"+s] = true
+			}
+			if len(want) != len(got) {
 				t.Fatalf("%q locked as %q", keys, got)
 			}
-		}
+			for _, s := range got {
+				if !want[s] {
+					t.Fatalf("%q locked as %q", keys, got)
+				}
+			}
+		})
 	})
 }
 

@@ -35,39 +35,40 @@ func TestChainOrder(t *testing.T) {
 // decorated Locker joins its lease with WithLock, and gets ErrReentrant at
 // once, without retries, from Lock.
 func TestReentrancyThroughChain(t *testing.T) {
-	srv := redistest.Shared(t)
-	m := newMutex(t, srv.Client(t), mutex.Config{Prefix: prefix(t), TTL: time.Minute})
-	rec, inner := record(nil)
-	s := newScheduler(t, middleware.SchedulerConfig{})
-	l := middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryOnContention(true))...),
-		middleware.AutoExtend(middleware.WithScheduler(s)), inner)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := newMutex(t, backend.Client(t), mutex.Config{Prefix: prefix(t), TTL: time.Minute})
+		rec, inner := record(nil)
+		s := newScheduler(t, middleware.SchedulerConfig{})
+		l := middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryOnContention(true))...),
+			middleware.AutoExtend(middleware.WithScheduler(s)), inner)
 
-	joined := false
-	err := mutex.WithLock(t.Context(), l, "k", func(ctx context.Context) error {
-		outer := mutex.LeaseFromContext(ctx)
-		require.True(t, outer.(mutex.AutoExtender).AutoExtended())
-		err := mutex.WithLock(ctx, l, "k", func(ctx context.Context) error {
-			joined = true
-			assert.Same(t, outer, mutex.LeaseFromContext(ctx))
+		joined := false
+		err := mutex.WithLock(t.Context(), l, "k", func(ctx context.Context) error {
+			outer := mutex.LeaseFromContext(ctx)
+			require.True(t, outer.(mutex.AutoExtender).AutoExtended())
+			err := mutex.WithLock(ctx, l, "k", func(ctx context.Context) error {
+				joined = true
+				assert.Same(t, outer, mutex.LeaseFromContext(ctx))
+				return nil
+			})
+			require.NoError(t, err)
+			require.NoError(t, outer.Err())
+
+			calls := rec.count()
+			start := time.Now()
+			_, err = l.Lock(ctx, "k")
+			require.ErrorIs(t, err, mutex.ErrReentrant)
+			_, err = l.TryLock(ctx, "k")
+			require.ErrorIs(t, err, mutex.ErrReentrant)
+			assert.Equal(t, calls+2, rec.count(), "ErrReentrant is not retried")
+			assert.Less(t, time.Since(start), 10*time.Second, "no wait for the TTL")
 			return nil
 		})
 		require.NoError(t, err)
-		require.NoError(t, outer.Err())
-
-		calls := rec.count()
-		start := time.Now()
-		_, err = l.Lock(ctx, "k")
-		require.ErrorIs(t, err, mutex.ErrReentrant)
-		_, err = l.TryLock(ctx, "k")
-		require.ErrorIs(t, err, mutex.ErrReentrant)
-		assert.Equal(t, calls+2, rec.count(), "ErrReentrant is not retried")
-		assert.Less(t, time.Since(start), 10*time.Second, "no wait for the TTL")
-		return nil
+		assert.True(t, joined)
+		assert.Empty(t, keysLeft(t, backend.Client(t), prefix(t)))
+		assert.Equal(t, 0, s.Stats().Leases)
 	})
-	require.NoError(t, err)
-	assert.True(t, joined)
-	assert.Empty(t, keysLeft(t, srv.Client(t), prefix(t)))
-	assert.Equal(t, 0, s.Stats().Leases)
 }
 
 func TestChainErrorText(t *testing.T) {

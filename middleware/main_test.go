@@ -31,10 +31,11 @@ func prefix(t testing.TB) string {
 	return "t:" + strings.NewReplacer("/", ":", " ", "_").Replace(t.Name())
 }
 
-// keysLeft returns the Redis keys that start with p.
-func keysLeft(t testing.TB, c *redis.Client, p string) []string {
+// keysLeft returns the Redis keys that start with p, on every primary of a
+// cluster.
+func keysLeft(t testing.TB, c redis.UniversalClient, p string) []string {
 	t.Helper()
-	keys, err := c.Keys(context.Background(), p+"*").Result()
+	keys, err := redistest.Keys(context.Background(), c, p+"*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func keysLeft(t testing.TB, c *redis.Client, p string) []string {
 // lockKeysLeft returns the Redis keys that start with p but the revocation
 // markers of lost replies ("<lock key>:x:<token>"), after checking that
 // those expire by themselves.
-func lockKeysLeft(t testing.TB, c *redis.Client, p string) []string {
+func lockKeysLeft(t testing.TB, c redis.UniversalClient, p string) []string {
 	t.Helper()
 	var keys []string
 	for _, k := range keysLeft(t, c, p) {

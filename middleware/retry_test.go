@@ -149,167 +149,173 @@ func TestRetryBadOptions(t *testing.T) {
 }
 
 func TestRetryTransientFailures(t *testing.T) {
-	srv := redistest.Shared(t)
-	m := newMutex(t, srv.Client(t), mutex.Config{Prefix: prefix(t)})
-	reset := fmt.Errorf("acquire: %w", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := newMutex(t, backend.Client(t), mutex.Config{Prefix: prefix(t)})
+		reset := fmt.Errorf("acquire: %w", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})
 
-	// Two failures, then success: three calls.
-	rec, mw := record(func(n int) error {
-		if n <= 2 {
-			return reset
+		// Two failures, then success: three calls.
+		rec, mw := record(func(n int) error {
+			if n <= 2 {
+				return reset
+			}
+			return nil
+		})
+		l := middleware.Chain(m, middleware.Retry(retryOpts()...), mw)
+		lease, err := l.TryLock(t.Context(), "k")
+		require.NoError(t, err)
+		require.NoError(t, lease.Unlock(t.Context()))
+		assert.Equal(t, []string{"TryLock", "TryLock", "TryLock"}, rec.calls)
+
+		// Always failing: stops after the attempts, with the last error.
+		for _, op := range []func(mutex.Locker) error{
+			func(l mutex.Locker) error { _, err := l.Lock(t.Context(), "k"); return err },
+			func(l mutex.Locker) error { _, err := l.TryLock(t.Context(), "k"); return err },
+			func(l mutex.Locker) error { _, err := l.Check(t.Context(), "k"); return err },
+		} {
+			rec, mw := record(func(int) error { return reset })
+			err := op(middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithAttempts(4))...), mw))
+			require.ErrorIs(t, err, syscall.ECONNRESET)
+			assert.Equal(t, 4, rec.count())
 		}
-		return nil
 	})
-	l := middleware.Chain(m, middleware.Retry(retryOpts()...), mw)
-	lease, err := l.TryLock(t.Context(), "k")
-	require.NoError(t, err)
-	require.NoError(t, lease.Unlock(t.Context()))
-	assert.Equal(t, []string{"TryLock", "TryLock", "TryLock"}, rec.calls)
-
-	// Always failing: stops after the attempts, with the last error.
-	for _, op := range []func(mutex.Locker) error{
-		func(l mutex.Locker) error { _, err := l.Lock(t.Context(), "k"); return err },
-		func(l mutex.Locker) error { _, err := l.TryLock(t.Context(), "k"); return err },
-		func(l mutex.Locker) error { _, err := l.Check(t.Context(), "k"); return err },
-	} {
-		rec, mw := record(func(int) error { return reset })
-		err := op(middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithAttempts(4))...), mw))
-		require.ErrorIs(t, err, syscall.ECONNRESET)
-		assert.Equal(t, 4, rec.count())
-	}
 }
 
 func TestRetryNeverRetriesFinalErrors(t *testing.T) {
-	srv := redistest.Shared(t)
-	m := newMutex(t, srv.Client(t), mutex.Config{Prefix: prefix(t)})
-	cancelled, cancel := context.WithCancel(t.Context())
-	cancel()
-	for _, final := range []error{
-		&mutex.NotObtainedError{Key: "k"},
-		&mutex.NotObtainedError{Cause: context.DeadlineExceeded},
-		fmt.Errorf("acquire: %w", mutex.ErrInvalid),
-		fmt.Errorf("acquire: %w", mutex.ErrReentrant),
-		fmt.Errorf("acquire: %w", mutex.ErrNotHeld),
-		mutex.ErrClosed,
-		context.Canceled,
-		redis.ErrClosed,
-	} {
-		rec, mw := record(func(int) error { return final })
-		// Even a predicate that retries everything does not retry these.
-		l := middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryIf(func(error) bool { return true }))...), mw)
-		_, err := l.TryLock(t.Context(), "k")
-		require.ErrorIs(t, err, final)
-		assert.Equal(t, 1, rec.count(), "%v", final)
-	}
-	// A cancelled context is not retried either.
-	rec, mw := record(nil)
-	l := middleware.Chain(m, middleware.Retry(retryOpts()...), mw)
-	_, err := l.Lock(cancelled, "k")
-	require.ErrorIs(t, err, context.Canceled)
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
-	assert.Equal(t, 1, rec.count())
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := newMutex(t, backend.Client(t), mutex.Config{Prefix: prefix(t)})
+		cancelled, cancel := context.WithCancel(t.Context())
+		cancel()
+		for _, final := range []error{
+			&mutex.NotObtainedError{Key: "k"},
+			&mutex.NotObtainedError{Cause: context.DeadlineExceeded},
+			fmt.Errorf("acquire: %w", mutex.ErrInvalid),
+			fmt.Errorf("acquire: %w", mutex.ErrReentrant),
+			fmt.Errorf("acquire: %w", mutex.ErrNotHeld),
+			mutex.ErrClosed,
+			context.Canceled,
+			redis.ErrClosed,
+		} {
+			rec, mw := record(func(int) error { return final })
+			// Even a predicate that retries everything does not retry these.
+			l := middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryIf(func(error) bool { return true }))...), mw)
+			_, err := l.TryLock(t.Context(), "k")
+			require.ErrorIs(t, err, final)
+			assert.Equal(t, 1, rec.count(), "%v", final)
+		}
+		// A cancelled context is not retried either.
+		rec, mw := record(nil)
+		l := middleware.Chain(m, middleware.Retry(retryOpts()...), mw)
+		_, err := l.Lock(cancelled, "k")
+		require.ErrorIs(t, err, context.Canceled)
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		assert.Equal(t, 1, rec.count())
+	})
 }
 
 func TestRetryIfDecides(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t).Client(t), mutex.Config{Prefix: prefix(t)})
-	custom := errors.New("custom failure")
-	rec, mw := record(func(n int) error {
-		if n == 1 {
-			return custom
-		}
-		return nil
-	})
-	l := middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryIf(func(err error) bool {
-		return errors.Is(err, custom)
-	}))...), mw)
-	st, err := l.Check(t.Context(), "k")
-	require.NoError(t, err)
-	assert.Equal(t, mutex.Available, st)
-	assert.Equal(t, 2, rec.count())
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := newMutex(t, backend.Client(t), mutex.Config{Prefix: prefix(t)})
+		custom := errors.New("custom failure")
+		rec, mw := record(func(n int) error {
+			if n == 1 {
+				return custom
+			}
+			return nil
+		})
+		l := middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryIf(func(err error) bool {
+			return errors.Is(err, custom)
+		}))...), mw)
+		st, err := l.Check(t.Context(), "k")
+		require.NoError(t, err)
+		assert.Equal(t, mutex.Available, st)
+		assert.Equal(t, 2, rec.count())
 
-	// Without it, an unknown error is not retried.
-	rec, mw = record(func(int) error { return custom })
-	_, err = middleware.Chain(m, middleware.Retry(retryOpts()...), mw).Check(t.Context(), "k")
-	require.ErrorIs(t, err, custom)
-	assert.Equal(t, 1, rec.count())
+		// Without it, an unknown error is not retried.
+		rec, mw = record(func(int) error { return custom })
+		_, err = middleware.Chain(m, middleware.Retry(retryOpts()...), mw).Check(t.Context(), "k")
+		require.ErrorIs(t, err, custom)
+		assert.Equal(t, 1, rec.count())
+	})
 }
 
 func TestRetryOnContention(t *testing.T) {
-	srv := redistest.Shared(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute}
-	holder := newMutex(t, srv.Client(t), cfg)
-	m := newMutex(t, srv.Client(t), cfg)
-	held, err := holder.TryLock(t.Context(), "k")
-	require.NoError(t, err)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute}
+		holder := newMutex(t, backend.Client(t), cfg)
+		m := newMutex(t, backend.Client(t), cfg)
+		held, err := holder.TryLock(t.Context(), "k")
+		require.NoError(t, err)
 
-	// Off by default: one attempt.
-	rec, mw := record(nil)
-	_, err = middleware.Chain(m, middleware.Retry(retryOpts()...), mw).TryLock(t.Context(), "k")
-	var blocked *mutex.NotObtainedError
-	require.ErrorAs(t, err, &blocked)
-	assert.Equal(t, "k", blocked.Key)
-	assert.Equal(t, 1, rec.count())
+		// Off by default: one attempt.
+		rec, mw := record(nil)
+		_, err = middleware.Chain(m, middleware.Retry(retryOpts()...), mw).TryLock(t.Context(), "k")
+		var blocked *mutex.NotObtainedError
+		require.ErrorAs(t, err, &blocked)
+		assert.Equal(t, "k", blocked.Key)
+		assert.Equal(t, 1, rec.count())
 
-	// On: polls until the attempts run out.
-	rec, mw = record(nil)
-	poll := middleware.Chain(m, middleware.Retry(retryOpts(
-		middleware.WithRetryOnContention(true), middleware.WithAttempts(3))...), mw)
-	_, err = poll.TryLock(t.Context(), "k")
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
-	assert.Equal(t, 3, rec.count())
+		// On: polls until the attempts run out.
+		rec, mw = record(nil)
+		poll := middleware.Chain(m, middleware.Retry(retryOpts(
+			middleware.WithRetryOnContention(true), middleware.WithAttempts(3))...), mw)
+		_, err = poll.TryLock(t.Context(), "k")
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		assert.Equal(t, 3, rec.count())
 
-	// And succeeds once the holder lets go.
-	rec, mw = record(func(n int) error {
-		if n == 2 {
-			require.NoError(t, held.Unlock(context.Background()))
-		}
-		return nil
+		// And succeeds once the holder lets go.
+		rec, mw = record(func(n int) error {
+			if n == 2 {
+				require.NoError(t, held.Unlock(context.Background()))
+			}
+			return nil
+		})
+		poll = middleware.Chain(m, middleware.Retry(retryOpts(
+			middleware.WithRetryOnContention(true), middleware.WithAttempts(100))...), mw)
+		lease, err := poll.TryLock(t.Context(), "k")
+		require.NoError(t, err)
+		require.NoError(t, lease.Unlock(t.Context()))
+		assert.Equal(t, 2, rec.count())
 	})
-	poll = middleware.Chain(m, middleware.Retry(retryOpts(
-		middleware.WithRetryOnContention(true), middleware.WithAttempts(100))...), mw)
-	lease, err := poll.TryLock(t.Context(), "k")
-	require.NoError(t, err)
-	require.NoError(t, lease.Unlock(t.Context()))
-	assert.Equal(t, 2, rec.count())
 }
 
 func TestRetryStopsWithContext(t *testing.T) {
-	srv := redistest.Shared(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute}
-	m := newMutex(t, srv.Client(t), cfg)
-	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
-	slow := []middleware.RetryOption{
-		middleware.WithMinDelay(time.Hour), middleware.WithMaxDelay(time.Hour), middleware.WithAttempts(10),
-	}
-
-	ctx, cancel := context.WithCancel(t.Context())
-	rec, mw := record(func(int) error {
-		cancel() // the context ends during the delay after this attempt
-		return reset
-	})
-	_, err := middleware.Chain(m, middleware.Retry(slow...), mw).TryLock(ctx, "k")
-	require.ErrorIs(t, err, context.Canceled)
-	require.ErrorIs(t, err, syscall.ECONNRESET)
-	assert.Equal(t, 1, rec.count())
-
-	// Polling on contention ends like a Lock whose context ends.
-	holder := newMutex(t, srv.Client(t), cfg)
-	held, err := holder.TryLock(t.Context(), "k")
-	require.NoError(t, err)
-	t.Cleanup(func() { held.Unlock(context.Background()) })
-	ctx, cancel = context.WithCancel(t.Context())
-	rec, mw = record(nil)
-	rec.after = func(n int) {
-		if n == 2 {
-			cancel() // during the delay after the second attempt
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute}
+		m := newMutex(t, backend.Client(t), cfg)
+		reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+		slow := []middleware.RetryOption{
+			middleware.WithMinDelay(time.Hour), middleware.WithMaxDelay(time.Hour), middleware.WithAttempts(10),
 		}
-	}
-	_, err = middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryOnContention(true), middleware.WithAttempts(10))...), mw).TryLock(ctx, "k")
-	var blocked *mutex.NotObtainedError
-	require.ErrorAs(t, err, &blocked)
-	require.ErrorIs(t, err, context.Canceled)
-	assert.Equal(t, "k", blocked.Key)
-	assert.Equal(t, 2, rec.count())
+
+		ctx, cancel := context.WithCancel(t.Context())
+		rec, mw := record(func(int) error {
+			cancel() // the context ends during the delay after this attempt
+			return reset
+		})
+		_, err := middleware.Chain(m, middleware.Retry(slow...), mw).TryLock(ctx, "k")
+		require.ErrorIs(t, err, context.Canceled)
+		require.ErrorIs(t, err, syscall.ECONNRESET)
+		assert.Equal(t, 1, rec.count())
+
+		// Polling on contention ends like a Lock whose context ends.
+		holder := newMutex(t, backend.Client(t), cfg)
+		held, err := holder.TryLock(t.Context(), "k")
+		require.NoError(t, err)
+		t.Cleanup(func() { held.Unlock(context.Background()) })
+		ctx, cancel = context.WithCancel(t.Context())
+		rec, mw = record(nil)
+		rec.after = func(n int) {
+			if n == 2 {
+				cancel() // during the delay after the second attempt
+			}
+		}
+		_, err = middleware.Chain(m, middleware.Retry(retryOpts(middleware.WithRetryOnContention(true), middleware.WithAttempts(10))...), mw).TryLock(ctx, "k")
+		var blocked *mutex.NotObtainedError
+		require.ErrorAs(t, err, &blocked)
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, "k", blocked.Key)
+		assert.Equal(t, 2, rec.count())
+	})
 }
 
 // TestRetryRecoversFromRestart stops Redis, starts a retried Lock, and

@@ -39,74 +39,78 @@ type namedLocker struct {
 }
 
 func TestHeldLeaseUncomparableLocker(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{Prefix: prefix(t)})
-	ctx := t.Context()
-	tagged := taggedLocker{tags: []string{"a"}, m: m}
-	named := namedLocker{name: "n", Locker: tagged}
-	for _, tt := range []struct {
-		value, pointer mutex.Locker
-	}{
-		{tagged, &tagged},
-		{named, &named},
-	} {
-		lease, err := tt.value.Lock(ctx, "k")
-		require.NoError(t, err)
-		held := mutex.ContextWithLease(ctx, tt.value, lease)
-		_, ok := mutex.HeldLease(held, tt.value, "k")
-		assert.False(t, ok, "%T: a Locker that cannot be compared matches no lease", tt.value)
-		_, ok = mutex.HeldLease(held, m, "k")
-		assert.False(t, ok, "%T: another Locker matches no lease", tt.value)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{Prefix: prefix(t)})
+		ctx := t.Context()
+		tagged := taggedLocker{tags: []string{"a"}, m: m}
+		named := namedLocker{name: "n", Locker: tagged}
+		for _, tt := range []struct {
+			value, pointer mutex.Locker
+		}{
+			{tagged, &tagged},
+			{named, &named},
+		} {
+			lease, err := tt.value.Lock(ctx, "k")
+			require.NoError(t, err)
+			held := mutex.ContextWithLease(ctx, tt.value, lease)
+			_, ok := mutex.HeldLease(held, tt.value, "k")
+			assert.False(t, ok, "%T: a Locker that cannot be compared matches no lease", tt.value)
+			_, ok = mutex.HeldLease(held, m, "k")
+			assert.False(t, ok, "%T: another Locker matches no lease", tt.value)
 
-		// Through a pointer, the same Locker finds its lease.
-		held = mutex.ContextWithLease(ctx, tt.pointer, lease)
-		got, ok := mutex.HeldLease(held, tt.pointer, "k")
-		assert.True(t, ok, "%T", tt.pointer)
-		assert.Equal(t, lease, got)
-		_, ok = mutex.HeldLease(held, tt.value, "k")
-		assert.False(t, ok, "%T: the value does not match the pointer's lease", tt.value)
-		require.NoError(t, lease.Unlock(ctx))
-	}
+			// Through a pointer, the same Locker finds its lease.
+			held = mutex.ContextWithLease(ctx, tt.pointer, lease)
+			got, ok := mutex.HeldLease(held, tt.pointer, "k")
+			assert.True(t, ok, "%T", tt.pointer)
+			assert.Equal(t, lease, got)
+			_, ok = mutex.HeldLease(held, tt.value, "k")
+			assert.False(t, ok, "%T: the value does not match the pointer's lease", tt.value)
+			require.NoError(t, lease.Unlock(ctx))
+		}
+	})
 }
 
 func TestWithLockNestedUncomparableLocker(t *testing.T) {
-	m := newMutex(t, redistest.Shared(t), mutex.Config{Prefix: prefix(t)})
-	ctx := t.Context()
-	l := taggedLocker{tags: []string{"a", "b"}, m: m}
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{Prefix: prefix(t)})
+		ctx := t.Context()
+		l := taggedLocker{tags: []string{"a", "b"}, m: m}
 
-	ran := false
-	err := mutex.WithLock(ctx, l, "k", func(ctx context.Context) error {
-		// The nested WithLock cannot tell it holds the key: it locks
-		// again, and the Mutex refuses at once instead of waiting for
-		// itself.
-		err := mutex.WithLock(ctx, l, "k", func(context.Context) error {
-			return errors.New("nested function ran")
-		})
-		if !errors.Is(err, mutex.ErrReentrant) {
-			return err
-		}
-		// Other keys lock as usual.
-		return mutex.WithLock(ctx, l, "j", func(context.Context) error {
-			ran = true
-			return nil
-		})
-	})
-	require.NoError(t, err)
-	assert.True(t, ran)
-
-	// Through a pointer, the nested WithLock joins the held lease.
-	p := &l
-	err = mutex.WithLock(ctx, p, "k", func(ctx context.Context) error {
-		outer := mutex.LeaseFromContext(ctx)
-		return mutex.WithLock(ctx, p, "k", func(ctx context.Context) error {
-			if mutex.LeaseFromContext(ctx) != outer {
-				return errors.New("the nested WithLock did not join the held lease")
+		ran := false
+		err := mutex.WithLock(ctx, l, "k", func(ctx context.Context) error {
+			// The nested WithLock cannot tell it holds the key: it locks
+			// again, and the Mutex refuses at once instead of waiting for
+			// itself.
+			err := mutex.WithLock(ctx, l, "k", func(context.Context) error {
+				return errors.New("nested function ran")
+			})
+			if !errors.Is(err, mutex.ErrReentrant) {
+				return err
 			}
-			return nil
+			// Other keys lock as usual.
+			return mutex.WithLock(ctx, l, "j", func(context.Context) error {
+				ran = true
+				return nil
+			})
 		})
-	})
-	require.NoError(t, err)
+		require.NoError(t, err)
+		assert.True(t, ran)
 
-	st, err := m.Check(ctx, "k", "j")
-	require.NoError(t, err)
-	assert.Equal(t, mutex.Available, st)
+		// Through a pointer, the nested WithLock joins the held lease.
+		p := &l
+		err = mutex.WithLock(ctx, p, "k", func(ctx context.Context) error {
+			outer := mutex.LeaseFromContext(ctx)
+			return mutex.WithLock(ctx, p, "k", func(ctx context.Context) error {
+				if mutex.LeaseFromContext(ctx) != outer {
+					return errors.New("the nested WithLock did not join the held lease")
+				}
+				return nil
+			})
+		})
+		require.NoError(t, err)
+
+		st, err := m.Check(ctx, "k", "j")
+		require.NoError(t, err)
+		assert.Equal(t, mutex.Available, st)
+	})
 }

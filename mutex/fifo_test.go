@@ -17,10 +17,11 @@ import (
 
 	"github.com/distlock/distlock/internal/redistest"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 )
 
 // queueLen returns the number of waiters queued in Redis for key.
-func queueLen(t testing.TB, c *redis.Client, prefix, key string) int64 {
+func queueLen(t testing.TB, c redis.UniversalClient, prefix, key string) int64 {
 	t.Helper()
 	n, err := c.ZCard(context.Background(), prefix+":{"+key+"}:q").Result()
 	if err != nil {
@@ -31,7 +32,7 @@ func queueLen(t testing.TB, c *redis.Client, prefix, key string) int64 {
 
 // drained checks that no key of prefix is left once the queues drained:
 // the last deadline entries go with the next renewal.
-func drained(t testing.TB, c *redis.Client, prefix string) {
+func drained(t testing.TB, c redis.UniversalClient, prefix string) {
 	t.Helper()
 	assert.Eventually(t, func() bool { return len(keysLeft(t, c, prefix)) == 0 },
 		mutex.FIFOLiveness, 10*time.Millisecond, "keys left after the queues drained")
@@ -40,130 +41,135 @@ func drained(t testing.TB, c *redis.Client, prefix string) {
 	}
 }
 
-func waitQueueLen(t testing.TB, c *redis.Client, prefix, key string, n int64) {
+func waitQueueLen(t testing.TB, c redis.UniversalClient, prefix, key string, n int64) {
 	t.Helper()
 	require.Eventually(t, func() bool { return queueLen(t, c, prefix, key) == n },
 		10*time.Second, time.Millisecond, "queue of %q never reached %d", key, n)
 }
 
 func TestFIFOGrantOrder(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
-	holder := newMutex(t, srv, cfg)
-	ctx := t.Context()
-	l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+		holder := backendMutex(t, backend, cfg)
+		ctx := t.Context()
+		l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
 
-	const n = 5
-	order := make(chan int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		m := newMutex(t, srv, cfg)
-		wg.Go(func() {
-			l, err := m.Lock(ctx, "k")
-			if !assert.NoError(t, err) {
-				return
-			}
-			order <- i
-			assert.NoError(t, l.Unlock(ctx))
-		})
-		waitQueueLen(t, c, cfg.Prefix, "k", int64(i+1))
-	}
-	// TryLock never jumps a non-empty queue, even when the lock is free.
-	require.NoError(t, l.Unlock(ctx))
-	wg.Wait()
-	close(order)
-	var got []int
-	for i := range order {
-		got = append(got, i)
-	}
-	assert.Equal(t, []int{0, 1, 2, 3, 4}, got)
-	drained(t, c, cfg.Prefix)
+		const n = 5
+		order := make(chan int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			m := backendMutex(t, backend, cfg)
+			wg.Go(func() {
+				l, err := m.Lock(ctx, "k")
+				if !assert.NoError(t, err) {
+					return
+				}
+				order <- i
+				assert.NoError(t, l.Unlock(ctx))
+			})
+			waitQueueLen(t, c, cfg.Prefix, "k", int64(i+1))
+		}
+		// TryLock never jumps a non-empty queue, even when the lock is free.
+		require.NoError(t, l.Unlock(ctx))
+		wg.Wait()
+		close(order)
+		var got []int
+		for i := range order {
+			got = append(got, i)
+		}
+		assert.Equal(t, []int{0, 1, 2, 3, 4}, got)
+		drained(t, c, cfg.Prefix)
+	})
 }
 
 func TestFIFOTryLockDoesNotJumpQueue(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
-	a, b := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
-	ctx := t.Context()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+		a, b := backendMutex(t, backend, cfg), backendMutex(t, backend, cfg)
+		ctx := t.Context()
 
-	l := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-	got := lockAsync(ctx, b, "k")
-	waitQueueLen(t, c, cfg.Prefix, "k", 1)
-	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
-	// Release with the queued waiter pending: a TryLock racing it must lose
-	// whether or not the waiter has claimed the lock yet.
-	require.NoError(t, l.Unlock(ctx))
-	_, err := a.TryLock(ctx, "k")
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
-	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
-	g := <-got
-	require.NoError(t, g.err)
-	l2 := g.lease
-	require.NoError(t, l2.Unlock(ctx))
-	assert.Equal(t, mutex.Available, must[mutex.Status](t)(a.Check(ctx, "k")))
-	l3 := must[mutex.Lease](t)(a.TryLock(ctx, "k"))
-	assert.Greater(t, l3.Fence(), l2.Fence())
-	require.NoError(t, l3.Unlock(ctx))
-	drained(t, c, cfg.Prefix)
+		l := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+		got := lockAsync(ctx, b, "k")
+		waitQueueLen(t, c, cfg.Prefix, "k", 1)
+		assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
+		// Release with the queued waiter pending: a TryLock racing it must lose
+		// whether or not the waiter has claimed the lock yet.
+		require.NoError(t, l.Unlock(ctx))
+		_, err := a.TryLock(ctx, "k")
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		assert.Equal(t, mutex.Locked, must[mutex.Status](t)(a.Check(ctx, "k")))
+		g := <-got
+		require.NoError(t, g.err)
+		l2 := g.lease
+		require.NoError(t, l2.Unlock(ctx))
+		assert.Equal(t, mutex.Available, must[mutex.Status](t)(a.Check(ctx, "k")))
+		l3 := must[mutex.Lease](t)(a.TryLock(ctx, "k"))
+		assert.Greater(t, l3.Fence(), l2.Fence())
+		require.NoError(t, l3.Unlock(ctx))
+		drained(t, c, cfg.Prefix)
+	})
 }
 
 func TestFIFOCancelledWaiterLeaves(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
-	holder, a, b := newMutex(t, srv, cfg), newMutex(t, srv, cfg), newMutex(t, srv, cfg)
-	ctx := t.Context()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+		holder, a, b := backendMutex(t, backend, cfg), backendMutex(t, backend, cfg), backendMutex(t, backend, cfg)
+		ctx := t.Context()
 
-	l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
-	actx, cancel := context.WithCancel(ctx)
-	agot := lockAsync(actx, a, "k")
-	waitQueueLen(t, c, cfg.Prefix, "k", 1)
-	bgot := lockAsync(ctx, b, "k")
-	waitQueueLen(t, c, cfg.Prefix, "k", 2)
+		l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+		actx, cancel := context.WithCancel(ctx)
+		agot := lockAsync(actx, a, "k")
+		waitQueueLen(t, c, cfg.Prefix, "k", 1)
+		bgot := lockAsync(ctx, b, "k")
+		waitQueueLen(t, c, cfg.Prefix, "k", 2)
 
-	cancel()
-	err := (<-agot).err
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
-	require.ErrorIs(t, err, context.Canceled)
-	// The cancelled waiter leaves the queue at once, not after its liveness
-	// window.
-	waitQueueLen(t, c, cfg.Prefix, "k", 1)
-	require.NoError(t, l.Unlock(ctx))
-	select {
-	case g := <-bgot:
-		require.NoError(t, g.err)
-		require.NoError(t, g.lease.Unlock(ctx))
-	case <-time.After(mutex.FIFOLiveness):
-		t.Fatal("the waiter behind a cancelled one was not served promptly")
-	}
-	drained(t, c, cfg.Prefix)
+		cancel()
+		err := (<-agot).err
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		require.ErrorIs(t, err, context.Canceled)
+		// The cancelled waiter leaves the queue at once, not after its liveness
+		// window.
+		waitQueueLen(t, c, cfg.Prefix, "k", 1)
+		require.NoError(t, l.Unlock(ctx))
+		select {
+		case g := <-bgot:
+			require.NoError(t, g.err)
+			require.NoError(t, g.lease.Unlock(ctx))
+		case <-time.After(mutex.FIFOLiveness):
+			t.Fatal("the waiter behind a cancelled one was not served promptly")
+		}
+		drained(t, c, cfg.Prefix)
+	})
 }
 
 func TestFIFOHolderThatNeverUnlocks(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: 300 * time.Millisecond, FIFO: true}
-	holder, w := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
-	ctx := t.Context()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: 300 * time.Millisecond, FIFO: true}
+		holder, w := backendMutex(t, backend, cfg), backendMutex(t, backend, cfg)
+		ctx := t.Context()
 
-	crashed := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
-	got := must[mutex.Lease](t)(w.Lock(ctx, "k"))
-	<-crashed.Done()
-	assert.Greater(t, got.Fence(), crashed.Fence())
-	require.NoError(t, got.Unlock(ctx))
-	drained(t, c, cfg.Prefix)
+		crashed := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+		got := must[mutex.Lease](t)(w.Lock(ctx, "k"))
+		<-crashed.Done()
+		assert.Greater(t, got.Fence(), crashed.Fence())
+		require.NoError(t, got.Unlock(ctx))
+		drained(t, c, cfg.Prefix)
+	})
 }
 
 // TestFIFOHelperProcess is a waiter run in a child process by
 // TestFIFOKilledWaiterIsSkipped.
 func TestFIFOHelperProcess(t *testing.T) {
-	addr, prefix := os.Getenv("DISTLOCK_FIFO_CHILD_ADDR"), os.Getenv("DISTLOCK_FIFO_CHILD_PREFIX")
-	if addr == "" {
+	url, prefix := os.Getenv("DISTLOCK_FIFO_CHILD_URL"), os.Getenv("DISTLOCK_FIFO_CHILD_PREFIX")
+	if url == "" {
 		return // only runs as the child of TestFIFOKilledWaiterIsSkipped
 	}
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	c, err := redisurl.Open(url)
+	require.NoError(t, err)
 	defer c.Close()
 	m, err := mutex.New(c, mutex.Config{Prefix: prefix, TTL: time.Minute, FIFO: true})
 	require.NoError(t, err)
@@ -173,84 +179,86 @@ func TestFIFOHelperProcess(t *testing.T) {
 }
 
 func TestFIFOKilledWaiterIsSkipped(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
-	holder, next := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
-	ctx := t.Context()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+		holder, next := backendMutex(t, backend, cfg), backendMutex(t, backend, cfg)
+		ctx := t.Context()
 
-	l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
-	child := exec.Command(os.Args[0], "-test.run=^TestFIFOHelperProcess$", "-test.count=1")
-	child.Env = append(os.Environ(), "DISTLOCK_FIFO_CHILD_ADDR="+srv.Addr(), "DISTLOCK_FIFO_CHILD_PREFIX="+cfg.Prefix)
-	require.NoError(t, child.Start())
-	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	waitQueueLen(t, c, cfg.Prefix, "k", 1)
+		l := must[mutex.Lease](t)(holder.Lock(ctx, "k"))
+		child := exec.Command(os.Args[0], "-test.run=^TestFIFOHelperProcess$", "-test.count=1")
+		child.Env = append(os.Environ(), "DISTLOCK_FIFO_CHILD_URL="+backend.URL(t), "DISTLOCK_FIFO_CHILD_PREFIX="+cfg.Prefix)
+		require.NoError(t, child.Start())
+		t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+		waitQueueLen(t, c, cfg.Prefix, "k", 1)
 
-	got := lockAsync(ctx, next, "k")
-	waitQueueLen(t, c, cfg.Prefix, "k", 2)
+		got := lockAsync(ctx, next, "k")
+		waitQueueLen(t, c, cfg.Prefix, "k", 2)
 
-	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
-	_ = child.Wait()
-	killed := time.Now()
-	require.NoError(t, l.Unlock(ctx))
-	g := <-got
-	require.NoError(t, g.err)
-	stall := g.at.Sub(killed)
-	t.Logf("queue stalled %v after the queued waiter was killed", stall)
-	// The bound is FIFOLiveness plus one renewal period after the death;
-	// allow generously for a loaded machine.
-	assert.Less(t, stall, 3*mutex.FIFOLiveness)
-	require.NoError(t, g.lease.Unlock(ctx))
-	require.Eventually(t, func() bool { return len(keysLeft(t, c, cfg.Prefix)) == 0 },
-		3*mutex.FIFOLiveness, 10*time.Millisecond, "keys left: %v", keysLeft(t, c, cfg.Prefix))
+		require.NoError(t, child.Process.Signal(syscall.SIGKILL))
+		_ = child.Wait()
+		killed := time.Now()
+		require.NoError(t, l.Unlock(ctx))
+		g := <-got
+		require.NoError(t, g.err)
+		stall := g.at.Sub(killed)
+		t.Logf("queue stalled %v after the queued waiter was killed", stall)
+		// The bound is FIFOLiveness plus one renewal period after the death;
+		// allow generously for a loaded machine.
+		assert.Less(t, stall, 3*mutex.FIFOLiveness)
+		require.NoError(t, g.lease.Unlock(ctx))
+		require.Eventually(t, func() bool { return len(keysLeft(t, c, cfg.Prefix)) == 0 },
+			3*mutex.FIFOLiveness, 10*time.Millisecond, "keys left: %v", keysLeft(t, c, cfg.Prefix))
+	})
 }
 
 func TestFIFOMultiKey(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
-	var ms []*mutex.Mutex
-	for range 4 {
-		ms = append(ms, newMutex(t, srv, cfg))
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
+		var ms []*mutex.Mutex
+		for range 4 {
+			ms = append(ms, backendMutex(t, backend, cfg))
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		defer cancel()
 
-	// Lock(a, b) excludes Lock(a).
-	ab := must[mutex.Lease](t)(ms[0].Lock(ctx, "a", "b"))
-	_, err := ms[1].TryLock(ctx, "a")
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
-	require.NoError(t, ab.Unlock(ctx))
+		// Lock(a, b) excludes Lock(a).
+		ab := must[mutex.Lease](t)(ms[0].Lock(ctx, "a", "b"))
+		_, err := ms[1].TryLock(ctx, "a")
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		require.NoError(t, ab.Unlock(ctx))
 
-	// Opposite key orders and single keys together: no deadlock, no overlap.
-	holders := map[string]*atomic.Int32{"a": {}, "b": {}}
-	sets := [][]string{{"a", "b"}, {"b", "a"}, {"a"}, {"b"}}
-	var wg sync.WaitGroup
-	for g := range 12 {
-		wg.Go(func() {
-			m := ms[g%len(ms)]
-			keys := sets[g%len(sets)]
-			for range 15 {
-				l, err := m.Lock(ctx, keys...)
-				if !assert.NoError(t, err) {
-					return
-				}
-				for _, k := range keys {
-					if holders[k].Add(1) != 1 {
-						t.Errorf("two holders of %q", k)
+		// Opposite key orders and single keys together: no deadlock, no overlap.
+		holders := map[string]*atomic.Int32{"a": {}, "b": {}}
+		sets := [][]string{{"a", "b"}, {"b", "a"}, {"a"}, {"b"}}
+		var wg sync.WaitGroup
+		for g := range 12 {
+			wg.Go(func() {
+				m := ms[g%len(ms)]
+				keys := sets[g%len(sets)]
+				for range 15 {
+					l, err := m.Lock(ctx, keys...)
+					if !assert.NoError(t, err) {
+						return
 					}
+					for _, k := range keys {
+						if holders[k].Add(1) != 1 {
+							t.Errorf("two holders of %q", k)
+						}
+					}
+					time.Sleep(100 * time.Microsecond)
+					for _, k := range keys {
+						holders[k].Add(-1)
+					}
+					assert.NoError(t, l.Unlock(ctx))
 				}
-				time.Sleep(100 * time.Microsecond)
-				for _, k := range keys {
-					holders[k].Add(-1)
-				}
-				assert.NoError(t, l.Unlock(ctx))
-			}
-		})
-	}
-	wg.Wait()
-	require.NoError(t, ctx.Err(), "deadlock: the workload did not finish")
-	drained(t, c, cfg.Prefix)
+			})
+		}
+		wg.Wait()
+		require.NoError(t, ctx.Err(), "deadlock: the workload did not finish")
+		drained(t, c, cfg.Prefix)
+	})
 }
 
 // fifoRun makes waiters goroutines spread over mutexes take the lock grants
@@ -306,7 +314,7 @@ func fifoRun(t testing.TB, ms []*mutex.Mutex, key string, waiters, grants int, h
 
 // queueSnapshots records the queue of key every millisecond until stop is
 // closed.
-func queueSnapshots(t testing.TB, c *redis.Client, prefix, key string, stop <-chan struct{}) <-chan [][]string {
+func queueSnapshots(t testing.TB, c redis.UniversalClient, prefix, key string, stop <-chan struct{}) <-chan [][]string {
 	out := make(chan [][]string, 1)
 	go func() {
 		var snaps [][]string
@@ -352,68 +360,71 @@ func reorderings(order []string, snaps [][]string) (pairs, bad int) {
 }
 
 func TestFIFOManyWaitersNoOverlapNoReordering(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
-	var ms []*mutex.Mutex
-	for range 4 {
-		ms = append(ms, newMutex(t, srv, cfg))
-	}
-	const waiters, grants = 64, 1000
-	stop := make(chan struct{})
-	snaps := queueSnapshots(t, c, cfg.Prefix, "k", stop)
-	order, overtaken := fifoRun(t, ms, "k", waiters, grants, 0)
-	close(stop)
-	pairs, bad := reorderings(order, <-snaps)
-	worst := 0
-	for _, n := range overtaken {
-		worst = max(worst, n)
-	}
-	t.Logf("%d grants; %d queued pairs checked, %d granted out of order; at most %d grants while one waiter waited",
-		len(order), pairs, bad, worst)
-	assert.Zero(t, bad, "waiters granted out of queue order")
-	assert.Greater(t, pairs, 0, "no queue snapshot was taken")
-	drained(t, c, cfg.Prefix)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second, FIFO: true}
+		var ms []*mutex.Mutex
+		for range 4 {
+			ms = append(ms, backendMutex(t, backend, cfg))
+		}
+		const waiters, grants = 64, 1000
+		stop := make(chan struct{})
+		snaps := queueSnapshots(t, c, cfg.Prefix, "k", stop)
+		order, overtaken := fifoRun(t, ms, "k", waiters, grants, 0)
+		close(stop)
+		pairs, bad := reorderings(order, <-snaps)
+		worst := 0
+		for _, n := range overtaken {
+			worst = max(worst, n)
+		}
+		t.Logf("%d grants; %d queued pairs checked, %d granted out of order; at most %d grants while one waiter waited",
+			len(order), pairs, bad, worst)
+		assert.Zero(t, bad, "waiters granted out of queue order")
+		assert.Greater(t, pairs, 0, "no queue snapshot was taken")
+		drained(t, c, cfg.Prefix)
+	})
 }
 
 func TestFIFOCheck(t *testing.T) {
-	srv := redistest.Shared(t)
-	cfg := mutex.Config{Prefix: prefix(t), FIFO: true}
-	m := newMutex(t, srv, cfg)
-	ctx := t.Context()
-	l := must[mutex.Lease](t)(m.Lock(ctx, "a"))
-	assert.Equal(t, mutex.PartiallyLocked, must[mutex.Status](t)(m.Check(ctx, "a", "b")))
-	assert.Equal(t, mutex.Locked, must[mutex.Status](t)(m.Check(ctx, "a")))
-	require.NoError(t, l.Unlock(ctx))
-	assert.Equal(t, mutex.Available, must[mutex.Status](t)(m.Check(ctx, "a", "b")))
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		cfg := mutex.Config{Prefix: prefix(t), FIFO: true}
+		m := backendMutex(t, backend, cfg)
+		ctx := t.Context()
+		l := must[mutex.Lease](t)(m.Lock(ctx, "a"))
+		assert.Equal(t, mutex.PartiallyLocked, must[mutex.Status](t)(m.Check(ctx, "a", "b")))
+		assert.Equal(t, mutex.Locked, must[mutex.Status](t)(m.Check(ctx, "a")))
+		require.NoError(t, l.Unlock(ctx))
+		assert.Equal(t, mutex.Available, must[mutex.Status](t)(m.Check(ctx, "a", "b")))
+	})
 }
 
 // A release hands the lock straight to the head of the queue; the new
 // holder confirms the grant for the whole TTL in the background.
 func TestFIFOHandOverIsConfirmed(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
-	a, b := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
-	ctx := t.Context()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		cfg := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+		a, b := backendMutex(t, backend, cfg), backendMutex(t, backend, cfg)
+		ctx := t.Context()
 
-	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-	got := lockAsync(ctx, b, "k")
-	waitQueueLen(t, c, cfg.Prefix, "k", 1)
-	require.NoError(t, held.Unlock(ctx))
-	g := <-got
-	require.NoError(t, g.err)
-	l := g.lease
-	require.NotNil(t, l)
-	assert.Greater(t, l.Fence(), held.Fence())
-	require.Eventually(t, func() bool {
-		d, ok := mutex.Deadline(l)
-		return ok && time.Until(d) > 30*time.Second
-	}, 5*time.Second, time.Millisecond, "the grant was not confirmed for the TTL")
-	pttl := must[time.Duration](t)(c.PTTL(ctx, cfg.Prefix+":{k}").Result())
-	assert.Greater(t, pttl, 30*time.Second)
-	require.NoError(t, l.Unlock(ctx))
-	drained(t, c, cfg.Prefix)
+		held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+		got := lockAsync(ctx, b, "k")
+		waitQueueLen(t, c, cfg.Prefix, "k", 1)
+		require.NoError(t, held.Unlock(ctx))
+		g := <-got
+		require.NoError(t, g.err)
+		l := g.lease
+		require.NotNil(t, l)
+		assert.Greater(t, l.Fence(), held.Fence())
+		require.Eventually(t, func() bool {
+			d, ok := mutex.Deadline(l)
+			return ok && time.Until(d) > 30*time.Second
+		}, 5*time.Second, time.Millisecond, "the grant was not confirmed for the TTL")
+		pttl := must[time.Duration](t)(c.PTTL(ctx, cfg.Prefix+":{k}").Result())
+		assert.Greater(t, pttl, 30*time.Second)
+		require.NoError(t, l.Unlock(ctx))
+		drained(t, c, cfg.Prefix)
+	})
 }
 
 // A grant whose message is lost (the waiter's connections were cut) is
@@ -456,27 +467,28 @@ func TestFIFOHandOverMessageLost(t *testing.T) {
 // with too little validity left to trust; it takes it over for its whole
 // TTL before returning.
 func TestFIFOHandOverAfterALongWait(t *testing.T) {
-	srv := redistest.Shared(t)
-	c := srv.Client(t)
-	long := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
-	short := mutex.Config{Prefix: prefix(t), TTL: 100 * time.Millisecond, FIFO: true}
-	a, b := newMutex(t, srv, long), newMutex(t, srv, short)
-	ctx := t.Context()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		c := backend.Client(t)
+		long := mutex.Config{Prefix: prefix(t), TTL: time.Minute, FIFO: true}
+		short := mutex.Config{Prefix: prefix(t), TTL: 100 * time.Millisecond, FIFO: true}
+		a, b := backendMutex(t, backend, long), backendMutex(t, backend, short)
+		ctx := t.Context()
 
-	held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
-	got := lockAsync(ctx, b, "k")
-	waitQueueLen(t, c, long.Prefix, "k", 1)
-	time.Sleep(300 * time.Millisecond) // longer than b's TTL
-	require.NoError(t, held.Unlock(ctx))
-	handed := must[string](t)(c.Get(ctx, long.Prefix+":{k}").Result())
-	g := <-got
-	require.NoError(t, g.err)
-	l := g.lease
-	assert.Equal(t, handed, fmt.Sprintf("%s:%d", l.Token(), l.Fence()))
-	require.NoError(t, l.Err())
-	d, ok := mutex.Deadline(l)
-	require.True(t, ok)
-	assert.Greater(t, time.Until(d), time.Duration(0))
-	require.NoError(t, l.Unlock(ctx))
-	drained(t, c, long.Prefix)
+		held := must[mutex.Lease](t)(a.Lock(ctx, "k"))
+		got := lockAsync(ctx, b, "k")
+		waitQueueLen(t, c, long.Prefix, "k", 1)
+		time.Sleep(300 * time.Millisecond) // longer than b's TTL
+		require.NoError(t, held.Unlock(ctx))
+		handed := must[string](t)(c.Get(ctx, long.Prefix+":{k}").Result())
+		g := <-got
+		require.NoError(t, g.err)
+		l := g.lease
+		assert.Equal(t, handed, fmt.Sprintf("%s:%d", l.Token(), l.Fence()))
+		require.NoError(t, l.Err())
+		d, ok := mutex.Deadline(l)
+		require.True(t, ok)
+		assert.Greater(t, time.Until(d), time.Duration(0))
+		require.NoError(t, l.Unlock(ctx))
+		drained(t, c, long.Prefix)
+	})
 }

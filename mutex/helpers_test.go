@@ -46,10 +46,11 @@ func prefix(t testing.TB) string {
 	return "t:" + strings.NewReplacer("/", ":", " ", "_").Replace(t.Name())
 }
 
-// keysLeft returns the Redis keys that start with p.
-func keysLeft(t testing.TB, c *redis.Client, p string) []string {
+// keysLeft returns the Redis keys that start with p, on every primary of a
+// cluster.
+func keysLeft(t testing.TB, c redis.UniversalClient, p string) []string {
 	t.Helper()
-	keys, err := c.Keys(context.Background(), p+"*").Result()
+	keys, err := redistest.Keys(context.Background(), c, p+"*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,4 +65,10 @@ func must[T any](t testing.TB) func(T, error) T {
 		}
 		return v
 	}
+}
+
+// backendMutex returns a Mutex on its own client of b, closed at cleanup.
+func backendMutex(t testing.TB, b redistest.Backend, cfg mutex.Config) *mutex.Mutex {
+	t.Helper()
+	return newMutexOn(t, b.Client(t), cfg)
 }

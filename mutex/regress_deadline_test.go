@@ -17,35 +17,36 @@ import (
 // Err reports the end of a lease as soon as its deadline has passed, even
 // when the timer that ends it has not run yet.
 func TestLeaseErrIsSetOncePastDeadline(t *testing.T) {
-	// One P, kept busy below, leaves timers to run only when the
-	// scheduler preempts the busy goroutine.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	for _, fifo := range []bool{false, true} {
-		for _, cc := range retryConfigs {
-			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.Name), func(t *testing.T) {
-				srv := redistest.Shared(t)
-				cfg := mutex.Config{Prefix: prefix(t), TTL: 100 * time.Millisecond, FIFO: fifo}
-				m := newMutexOn(t, srv.Client(t, cc.Mod), cfg)
-				const leases = 20
-				stale := 0
-				for i := range leases {
-					l := must[mutex.Lease](t)(m.Lock(t.Context(), fmt.Sprint("k", i)))
-					deadline, ok := mutex.Deadline(l)
-					require.True(t, ok)
-					var now time.Time
-					for now = time.Now(); !now.After(deadline); now = time.Now() {
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		// One P, kept busy below, leaves timers to run only when the
+		// scheduler preempts the busy goroutine.
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+		for _, fifo := range []bool{false, true} {
+			for _, cc := range retryConfigs {
+				t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.Name), func(t *testing.T) {
+					cfg := mutex.Config{Prefix: prefix(t), TTL: 100 * time.Millisecond, FIFO: fifo}
+					m := newMutexOn(t, backend.Client(t, cc.UniversalMod), cfg)
+					const leases = 20
+					stale := 0
+					for i := range leases {
+						l := must[mutex.Lease](t)(m.Lock(t.Context(), fmt.Sprint("k", i)))
+						deadline, ok := mutex.Deadline(l)
+						require.True(t, ok)
+						var now time.Time
+						for now = time.Now(); !now.After(deadline); now = time.Now() {
+						}
+						if err := l.Err(); err == nil {
+							stale++
+						} else {
+							assert.ErrorIs(t, err, mutex.ErrNotHeld)
+						}
+						_ = l.Unlock(context.Background())
 					}
-					if err := l.Err(); err == nil {
-						stale++
-					} else {
-						assert.ErrorIs(t, err, mutex.ErrNotHeld)
-					}
-					_ = l.Unlock(context.Background())
-				}
-				assert.Zero(t, stale, "Err was nil past the deadline for %d of %d leases", stale, leases)
-			})
+					assert.Zero(t, stale, "Err was nil past the deadline for %d of %d leases", stale, leases)
+				})
+			}
 		}
-	}
+	})
 }
 
 // A Lock or TryLock whose reply comes only after the validity of the lease

@@ -96,21 +96,22 @@ func (b *blockingLease) Err() error                   { return nil }
 // or a client that ignores context deadlines) does not keep a Mutex lease
 // with a TTL of 600ms from being extended.
 func TestRenewerOneWorkerIsNotHeldUpBySlowExtend(t *testing.T) {
-	srv := redistest.Shared(t)
-	m := newMutex(t, srv, mutex.Config{Prefix: prefix(t), TTL: 600 * time.Millisecond})
-	r, err := mutex.NewRenewer(mutex.RenewerConfig{Workers: 1})
-	require.NoError(t, err)
-	defer r.Close()
-	b := &blockingLease{done: make(chan struct{}), hit: make(chan struct{})}
-	rb, err := r.Renew(b, mutex.RenewPolicy{Interval: 10 * time.Millisecond})
-	require.NoError(t, err)
-	defer rb.Stop()
-	<-b.hit
-	l, err := m.TryLock(t.Context(), "k")
-	require.NoError(t, err)
-	rl, err := r.Renew(l, mutex.RenewPolicy{})
-	require.NoError(t, err)
-	defer rl.Stop()
-	time.Sleep(1200 * time.Millisecond)
-	require.NoError(t, l.Err(), "healthy lease lapsed behind a slow Extend of another lease")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m := backendMutex(t, backend, mutex.Config{Prefix: prefix(t), TTL: 600 * time.Millisecond})
+		r, err := mutex.NewRenewer(mutex.RenewerConfig{Workers: 1})
+		require.NoError(t, err)
+		defer r.Close()
+		b := &blockingLease{done: make(chan struct{}), hit: make(chan struct{})}
+		rb, err := r.Renew(b, mutex.RenewPolicy{Interval: 10 * time.Millisecond})
+		require.NoError(t, err)
+		defer rb.Stop()
+		<-b.hit
+		l, err := m.TryLock(t.Context(), "k")
+		require.NoError(t, err)
+		rl, err := r.Renew(l, mutex.RenewPolicy{})
+		require.NoError(t, err)
+		defer rl.Stop()
+		time.Sleep(1200 * time.Millisecond)
+		require.NoError(t, l.Err(), "healthy lease lapsed behind a slow Extend of another lease")
+	})
 }

@@ -21,31 +21,33 @@ import (
 // A Lock of a free key does not wait behind an earlier Lock of the same
 // Mutex that also wants the key but waits for another, held key.
 func TestLockOfFreeKeyDoesNotWaitBehindLockOfHeldKey(t *testing.T) {
-	for _, cc := range retryConfigs {
-		t.Run(cc.Name, func(t *testing.T) {
-			srv := redistest.Shared(t)
-			cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second}
-			m := newMutexOn(t, srv.Client(t, cc.Mod), cfg)
-			other := newMutex(t, srv, cfg)
-			hot := must[mutex.Lease](t)(other.Lock(t.Context(), "hot"))
-			defer hot.Unlock(context.Background())
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		for _, cc := range retryConfigs {
+			t.Run(cc.Name, func(t *testing.T) {
+				cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second}
+				m := newMutexOn(t, backend.Client(t, cc.UniversalMod), cfg)
+				other := backendMutex(t, backend, cfg)
+				hot := must[mutex.Lease](t)(other.Lock(t.Context(), "hot"))
+				defer hot.Unlock(context.Background())
 
-			firstCtx, cancelFirst := context.WithCancel(t.Context())
-			first := lockAsync(firstCtx, m, "hot", "aux")
-			defer func() {
-				cancelFirst()
-				unlockIfHeld(<-first)
-			}()
-			time.Sleep(200 * time.Millisecond)
+				firstCtx, cancelFirst := context.WithCancel(t.Context())
+				first := lockAsync(firstCtx, m, "hot", "aux")
+				defer func() {
+					cancelFirst()
+					unlockIfHeld(<-first)
+				}()
+				time.Sleep(200 * time.Millisecond)
+				require.Zero(t, len(first), "the Lock of the held and the free key returned while the held key was held")
 
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-			defer cancel()
-			start := time.Now()
-			l, err := m.Lock(ctx, "aux")
-			require.NoError(t, err, "Lock of the free key returned after %v, with a TTL of %v", time.Since(start), cfg.TTL)
-			require.NoError(t, l.Unlock(ctx))
-		})
-	}
+				ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+				defer cancel()
+				start := time.Now()
+				l, err := m.Lock(ctx, "aux")
+				require.NoError(t, err, "Lock of the free key returned after %v, with a TTL of %v", time.Since(start), cfg.TTL)
+				require.NoError(t, l.Unlock(ctx))
+			})
+		}
+	})
 }
 
 // A Lock whose wait budget ends while a Redis call is in flight (the

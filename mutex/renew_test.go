@@ -60,76 +60,83 @@ func ExampleRenewer() {
 }
 
 func TestRenewRunLockedThroughDefaultRenewer(t *testing.T) {
-	m, other, cfg := wlSetup(t, 600*time.Millisecond)
-	r := mutex.DefaultRenewer()
-	before := r.Stats()
-	err := mutex.WithLock(t.Context(), m, "k", func(ctx context.Context) error {
-		assert.Equal(t, before.Leases+1, r.Stats().Leases)
-		// Three renewals at a third of the validity each span more than the
-		// TTL.
-		require.Eventually(t, func() bool { return r.Stats().Renewals >= before.Renewals+3 },
-			10*time.Second, time.Millisecond)
-		_, err := other.TryLock(ctx, "k")
-		require.ErrorIs(t, err, mutex.ErrNotObtained)
-		return ctx.Err()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m, other, cfg := wlSetup(t, backend, 600*time.Millisecond)
+		r := mutex.DefaultRenewer()
+		before := r.Stats()
+		err := mutex.WithLock(t.Context(), m, "k", func(ctx context.Context) error {
+			assert.Equal(t, before.Leases+1, r.Stats().Leases)
+			// Three renewals at a third of the validity each span more than the
+			// TTL.
+			require.Eventually(t, func() bool { return r.Stats().Renewals >= before.Renewals+3 },
+				10*time.Second, time.Millisecond)
+			_, err := other.TryLock(ctx, "k")
+			require.ErrorIs(t, err, mutex.ErrNotObtained)
+			return ctx.Err()
+		})
+		require.NoError(t, err)
+		assert.Equal(t, before.Leases, r.Stats().Leases, "the renewal stopped with fn")
+		assert.Empty(t, wlKeys(t, backend.Client(t), cfg))
 	})
-	require.NoError(t, err)
-	assert.Equal(t, before.Leases, r.Stats().Leases, "the renewal stopped with fn")
-	assert.Empty(t, wlKeys(t, cfg))
 }
 
 func TestRenewerOwnLeases(t *testing.T) {
-	m, other, cfg := wlSetup(t, 600*time.Millisecond)
-	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
-	require.NoError(t, err)
-	t.Cleanup(func() { r.Close() })
-	lease, err := m.TryLock(t.Context(), "k")
-	require.NoError(t, err)
-	renewal, err := r.Renew(lease, mutex.RenewPolicy{Interval: 100 * time.Millisecond})
-	require.NoError(t, err)
-	assert.Equal(t, 1, r.Stats().Leases)
-	require.Eventually(t, func() bool { return r.Stats().Renewals >= 10 }, 10*time.Second, time.Millisecond)
-	require.NoError(t, lease.Err(), "held past its TTL")
-	_, err = other.TryLock(t.Context(), "k")
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m, other, cfg := wlSetup(t, backend, 600*time.Millisecond)
+		r, err := mutex.NewRenewer(mutex.RenewerConfig{})
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
+		lease, err := m.TryLock(t.Context(), "k")
+		require.NoError(t, err)
+		renewal, err := r.Renew(lease, mutex.RenewPolicy{Interval: 100 * time.Millisecond})
+		require.NoError(t, err)
+		assert.Equal(t, 1, r.Stats().Leases)
+		require.Eventually(t, func() bool { return r.Stats().Renewals >= 10 }, 10*time.Second, time.Millisecond)
+		require.NoError(t, lease.Err(), "held past its TTL")
+		_, err = other.TryLock(t.Context(), "k")
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
 
-	renewal.Stop()
-	renewal.Stop()
-	assert.Equal(t, 0, r.Stats().Leases)
-	<-lease.Done()
-	require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld, "no longer renewed, the lease runs out")
-	require.Eventually(t, func() bool { return len(wlKeys(t, cfg)) == 0 }, 10*time.Second, 10*time.Millisecond)
+		renewal.Stop()
+		renewal.Stop()
+		assert.Equal(t, 0, r.Stats().Leases)
+		<-lease.Done()
+		require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld, "no longer renewed, the lease runs out")
+		direct := backend.Client(t)
+		require.Eventually(t, func() bool { return len(wlKeys(t, direct, cfg)) == 0 }, 10*time.Second, 10*time.Millisecond)
+	})
 }
 
 func TestRenewerBadInput(t *testing.T) {
-	m, _, _ := wlSetup(t, 0)
-	_, err := mutex.NewRenewer(mutex.RenewerConfig{Workers: -1})
-	require.ErrorIs(t, err, mutex.ErrInvalid)
-	assert.True(t, strings.HasPrefix(err.Error(), "mutex: invalid argument: negative value in renewer config"), "%v", err)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		m, _, _ := wlSetup(t, backend, 0)
+		_, err := mutex.NewRenewer(mutex.RenewerConfig{Workers: -1})
+		require.ErrorIs(t, err, mutex.ErrInvalid)
+		assert.True(t, strings.HasPrefix(err.Error(), "mutex: invalid argument: negative value in renewer config"), "%v", err)
 
-	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
-	require.NoError(t, err)
-	_, err = r.Renew(nil, mutex.RenewPolicy{})
-	require.EqualError(t, err, "mutex: invalid argument: nil Lease to renew")
-	lease, err := m.TryLock(t.Context(), "k")
-	require.NoError(t, err)
-	defer lease.Unlock(context.Background())
-	_, err = r.Renew(lease, mutex.RenewPolicy{Interval: -time.Second})
-	require.EqualError(t, err, "mutex: invalid argument: renew interval -1s, want >= 0")
-	_, err = r.Renew(lease, mutex.RenewPolicy{Threshold: -time.Second})
-	require.EqualError(t, err, "mutex: invalid argument: renew threshold -1s, want >= 0")
-	assert.Equal(t, 0, r.Stats().Leases)
+		r, err := mutex.NewRenewer(mutex.RenewerConfig{})
+		require.NoError(t, err)
+		_, err = r.Renew(nil, mutex.RenewPolicy{})
+		require.EqualError(t, err, "mutex: invalid argument: nil Lease to renew")
+		lease, err := m.TryLock(t.Context(), "k")
+		require.NoError(t, err)
+		defer lease.Unlock(context.Background())
+		_, err = r.Renew(lease, mutex.RenewPolicy{Interval: -time.Second})
+		require.EqualError(t, err, "mutex: invalid argument: renew interval -1s, want >= 0")
+		_, err = r.Renew(lease, mutex.RenewPolicy{Threshold: -time.Second})
+		require.EqualError(t, err, "mutex: invalid argument: renew threshold -1s, want >= 0")
+		assert.Equal(t, 0, r.Stats().Leases)
 
-	require.NoError(t, r.Err())
-	require.NoError(t, r.Close())
-	require.NoError(t, r.Close())
-	require.EqualError(t, r.Err(), "renew: mutex: closed")
-	_, err = r.Renew(lease, mutex.RenewPolicy{})
-	require.ErrorIs(t, err, mutex.ErrClosed)
+		require.NoError(t, r.Err())
+		require.NoError(t, r.Close())
+		require.NoError(t, r.Close())
+		require.EqualError(t, r.Err(), "renew: mutex: closed")
+		_, err = r.Renew(lease, mutex.RenewPolicy{})
+		require.ErrorIs(t, err, mutex.ErrClosed)
 
-	d := mutex.DefaultRenewer()
-	require.ErrorIs(t, d.Close(), mutex.ErrInvalid)
-	require.NoError(t, d.Err(), "the process-wide Renewer stays open")
+		d := mutex.DefaultRenewer()
+		require.ErrorIs(t, d.Close(), mutex.ErrInvalid)
+		require.NoError(t, d.Err(), "the process-wide Renewer stays open")
+	})
 }
 
 // TestRenewRunLockedDoesNotWaitForStalledRenewal stalls the connection of an

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -20,8 +21,8 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// harness is a decorated Mutex on the shared server with an in-memory span
-// recorder and a manual metric reader.
+// harness is a decorated Mutex with an in-memory span recorder and a manual
+// metric reader.
 type harness struct {
 	rec    *tracetest.SpanRecorder
 	tp     *sdktrace.TracerProvider
@@ -31,7 +32,14 @@ type harness struct {
 	l      mutex.Locker
 }
 
+// newHarness returns a harness whose Mutex is on the shared server.
 func newHarness(t *testing.T, ttl time.Duration, opts ...otellock.Option) *harness {
+	t.Helper()
+	return newHarnessOn(t, redistest.Shared(t).Client(t), ttl, opts...)
+}
+
+// newHarnessOn returns a harness whose Mutex is on c.
+func newHarnessOn(t *testing.T, c redis.UniversalClient, ttl time.Duration, opts ...otellock.Option) *harness {
 	t.Helper()
 	h := &harness{rec: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.rec))
@@ -40,7 +48,7 @@ func newHarness(t *testing.T, ttl time.Duration, opts ...otellock.Option) *harne
 		_ = h.tp.Shutdown(context.Background())
 		_ = h.mp.Shutdown(context.Background())
 	})
-	m, err := mutex.New(redistest.Shared(t).Client(t), mutex.Config{TTL: ttl})
+	m, err := mutex.New(c, mutex.Config{TTL: ttl})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = m.Close() })
 	h.m = m

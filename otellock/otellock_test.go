@@ -55,46 +55,48 @@ func TestVersion(t *testing.T) {
 }
 
 func TestObtainedSpans(t *testing.T) {
-	h := newHarness(t, 0, otellock.WithFIFO(true))
-	k1, k2 := key(t, "a"), key(t, "b")
-	ctx, parent := h.tp.Tracer("test").Start(t.Context(), "request")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 0, otellock.WithFIFO(true))
+		k1, k2 := key(t, "a"), key(t, "b")
+		ctx, parent := h.tp.Tracer("test").Start(t.Context(), "request")
 
-	lease, err := h.l.Lock(ctx, k1, k2)
-	require.NoError(t, err)
-	assert.Equal(t, []string{k1, k2}, lease.Keys())
-	require.NoError(t, lease.Extend(ctx))
-	require.NoError(t, lease.Unlock(ctx))
-	parent.End()
+		lease, err := h.l.Lock(ctx, k1, k2)
+		require.NoError(t, err)
+		assert.Equal(t, []string{k1, k2}, lease.Keys())
+		require.NoError(t, lease.Extend(ctx))
+		require.NoError(t, lease.Unlock(ctx))
+		parent.End()
 
-	ps := parent.SpanContext()
-	lock := h.one(t, "distlock.Lock")
-	assert.Equal(t, ps.TraceID(), lock.Parent().TraceID())
-	assert.Equal(t, ps.SpanID(), lock.Parent().SpanID(), "Lock is a child of the caller's span")
-	assert.Equal(t, trace.SpanKindInternal, lock.SpanKind())
-	assert.Equal(t, codes.Unset, lock.Status().Code)
-	a := attrs(lock)
-	assert.Equal(t, otellock.OutcomeObtained, a[otellock.AttrOutcome].AsString())
-	assert.Equal(t, int64(2), a[otellock.AttrKeyCount].AsInt64())
-	assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64())
-	assert.True(t, a[otellock.AttrFIFO].AsBool())
-	assert.GreaterOrEqual(t, a[otellock.AttrWaitDuration].AsFloat64(), 0.0)
-	assert.Equal(t, []string{otellock.HashKey(k1), otellock.HashKey(k2)}, a[otellock.AttrKeyHash].AsStringSlice())
-	assert.NotContains(t, a, otellock.AttrKey)
+		ps := parent.SpanContext()
+		lock := h.one(t, "distlock.Lock")
+		assert.Equal(t, ps.TraceID(), lock.Parent().TraceID())
+		assert.Equal(t, ps.SpanID(), lock.Parent().SpanID(), "Lock is a child of the caller's span")
+		assert.Equal(t, trace.SpanKindInternal, lock.SpanKind())
+		assert.Equal(t, codes.Unset, lock.Status().Code)
+		a := attrs(lock)
+		assert.Equal(t, otellock.OutcomeObtained, a[otellock.AttrOutcome].AsString())
+		assert.Equal(t, int64(2), a[otellock.AttrKeyCount].AsInt64())
+		assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64())
+		assert.True(t, a[otellock.AttrFIFO].AsBool())
+		assert.GreaterOrEqual(t, a[otellock.AttrWaitDuration].AsFloat64(), 0.0)
+		assert.Equal(t, []string{otellock.HashKey(k1), otellock.HashKey(k2)}, a[otellock.AttrKeyHash].AsStringSlice())
+		assert.NotContains(t, a, otellock.AttrKey)
 
-	for _, name := range []string{"distlock.Extend", "distlock.Unlock"} {
-		s := h.one(t, name)
-		assert.Equal(t, ps.SpanID(), s.Parent().SpanID(), name)
-		require.Len(t, s.Links(), 1, name)
-		assert.Equal(t, lock.SpanContext().SpanID(), s.Links()[0].SpanContext.SpanID(), name)
-		a := attrs(s)
-		assert.Equal(t, otellock.OutcomeOK, a[otellock.AttrOutcome].AsString(), name)
-		assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64(), name)
-		assert.Equal(t, codes.Unset, s.Status().Code, name)
-	}
-	unlock := h.one(t, "distlock.Unlock")
-	assert.GreaterOrEqual(t, attrs(unlock)[otellock.AttrHoldDuration].AsFloat64(), 0.0)
-	assert.False(t, unlock.StartTime().Before(lock.EndTime()), "Unlock starts after Lock ended")
-	assert.Empty(t, h.ended("distlock.LeaseLost"))
+		for _, name := range []string{"distlock.Extend", "distlock.Unlock"} {
+			s := h.one(t, name)
+			assert.Equal(t, ps.SpanID(), s.Parent().SpanID(), name)
+			require.Len(t, s.Links(), 1, name)
+			assert.Equal(t, lock.SpanContext().SpanID(), s.Links()[0].SpanContext.SpanID(), name)
+			a := attrs(s)
+			assert.Equal(t, otellock.OutcomeOK, a[otellock.AttrOutcome].AsString(), name)
+			assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64(), name)
+			assert.Equal(t, codes.Unset, s.Status().Code, name)
+		}
+		unlock := h.one(t, "distlock.Unlock")
+		assert.GreaterOrEqual(t, attrs(unlock)[otellock.AttrHoldDuration].AsFloat64(), 0.0)
+		assert.False(t, unlock.StartTime().Before(lock.EndTime()), "Unlock starts after Lock ended")
+		assert.Empty(t, h.ended("distlock.LeaseLost"))
+	})
 }
 
 func TestRedisSpansNestUnderLock(t *testing.T) {
@@ -124,53 +126,57 @@ func (p probeLocker) Lock(ctx context.Context, keys ...string) (mutex.Lease, err
 }
 
 func TestTryLockContended(t *testing.T) {
-	h := newHarness(t, 0, otellock.WithKeyAttribute(otellock.KeyRaw))
-	k := key(t, "a")
-	held, err := h.m.Lock(t.Context(), k)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = held.Unlock(context.Background()) })
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 0, otellock.WithKeyAttribute(otellock.KeyRaw))
+		k := key(t, "a")
+		held, err := h.m.Lock(t.Context(), k)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = held.Unlock(context.Background()) })
 
-	_, err = h.l.TryLock(t.Context(), k)
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
+		_, err = h.l.TryLock(t.Context(), k)
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
 
-	s := h.one(t, "distlock.TryLock")
-	assert.Equal(t, codes.Unset, s.Status().Code, "contention is not a span error")
-	assert.Empty(t, s.Events())
-	a := attrs(s)
-	assert.Equal(t, otellock.OutcomeNotObtained, a[otellock.AttrOutcome].AsString())
-	assert.Equal(t, k, a[otellock.AttrBlockingKey].AsString())
-	assert.NotContains(t, a, otellock.AttrFence)
+		s := h.one(t, "distlock.TryLock")
+		assert.Equal(t, codes.Unset, s.Status().Code, "contention is not a span error")
+		assert.Empty(t, s.Events())
+		a := attrs(s)
+		assert.Equal(t, otellock.OutcomeNotObtained, a[otellock.AttrOutcome].AsString())
+		assert.Equal(t, k, a[otellock.AttrBlockingKey].AsString())
+		assert.NotContains(t, a, otellock.AttrFence)
 
-	rm := h.collect(t)
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opTryLock, outcome(otellock.OutcomeNotObtained)))
-	n, _ := histCount(t, rm, otellock.MetricWaitDuration, opTryLock, outcome(otellock.OutcomeNotObtained))
-	assert.Equal(t, uint64(1), n)
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+		rm := h.collect(t)
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opTryLock, outcome(otellock.OutcomeNotObtained)))
+		n, _ := histCount(t, rm, otellock.MetricWaitDuration, opTryLock, outcome(otellock.OutcomeNotObtained))
+		assert.Equal(t, uint64(1), n)
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+	})
 }
 
 func TestLockCancelled(t *testing.T) {
-	h := newHarness(t, 0)
-	k := key(t, "a")
-	held, err := h.m.Lock(t.Context(), k)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = held.Unlock(context.Background()) })
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 0)
+		k := key(t, "a")
+		held, err := h.m.Lock(t.Context(), k)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = held.Unlock(context.Background()) })
 
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	_, err = h.l.Lock(ctx, k)
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		_, err = h.l.Lock(ctx, k)
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
 
-	s := h.one(t, "distlock.Lock")
-	assert.Equal(t, codes.Unset, s.Status().Code)
-	a := attrs(s)
-	assert.Equal(t, otellock.OutcomeCancelled, a[otellock.AttrOutcome].AsString())
-	assert.Equal(t, otellock.HashKey(k), a[otellock.AttrBlockingKeyHash].AsString())
-	assert.GreaterOrEqual(t, a[otellock.AttrWaitDuration].AsFloat64(), 0.05)
-	assert.False(t, s.EndTime().Before(s.StartTime().Add(50*time.Millisecond)), "the span covers the wait")
+		s := h.one(t, "distlock.Lock")
+		assert.Equal(t, codes.Unset, s.Status().Code)
+		a := attrs(s)
+		assert.Equal(t, otellock.OutcomeCancelled, a[otellock.AttrOutcome].AsString())
+		assert.Equal(t, otellock.HashKey(k), a[otellock.AttrBlockingKeyHash].AsString())
+		assert.GreaterOrEqual(t, a[otellock.AttrWaitDuration].AsFloat64(), 0.05)
+		assert.False(t, s.EndTime().Before(s.StartTime().Add(50*time.Millisecond)), "the span covers the wait")
 
-	rm := h.collect(t)
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeCancelled)))
+		rm := h.collect(t)
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeCancelled)))
+	})
 }
 
 func TestRedisFailureIsSpanError(t *testing.T) {
@@ -196,146 +202,152 @@ func TestRedisFailureIsSpanError(t *testing.T) {
 }
 
 func TestLostLeaseRecordsSpan(t *testing.T) {
-	h := newHarness(t, 100*time.Millisecond)
-	k := key(t, "a")
-	lease, err := h.l.Lock(t.Context(), k)
-	require.NoError(t, err)
-	rm := h.collect(t)
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricHeld))
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 100*time.Millisecond)
+		k := key(t, "a")
+		lease, err := h.l.Lock(t.Context(), k)
+		require.NoError(t, err)
+		rm := h.collect(t)
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricHeld))
 
-	waitDone(t, lease) // the validity runs out without an Extend
-	require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld)
-	// The watcher records the loss span before the metrics, so once the
-	// lost count is seen the span is there.
-	require.Eventually(t, func() bool {
-		return sum(t, h.collect(t), otellock.MetricLost) == 1
-	}, 30*time.Second, 5*time.Millisecond)
+		waitDone(t, lease) // the validity runs out without an Extend
+		require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld)
+		// The watcher records the loss span before the metrics, so once the
+		// lost count is seen the span is there.
+		require.Eventually(t, func() bool {
+			return sum(t, h.collect(t), otellock.MetricLost) == 1
+		}, 30*time.Second, 5*time.Millisecond)
 
-	lock := h.one(t, "distlock.Lock")
-	lost := h.one(t, "distlock.LeaseLost")
-	assert.Equal(t, lock.SpanContext().SpanID(), lost.Parent().SpanID(), "LeaseLost is a child of the Lock span")
-	assert.Equal(t, lock.SpanContext().TraceID(), lost.SpanContext().TraceID())
-	assert.Equal(t, codes.Error, lost.Status().Code)
-	a := attrs(lost)
-	assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64())
-	assert.Equal(t, otellock.EndLost, a[otellock.AttrEnd].AsString())
-	assert.GreaterOrEqual(t, a[otellock.AttrHoldDuration].AsFloat64(), 0.05)
-	assert.NotContains(t, lost.Status().Description, k, "the key is not quoted with KeyHashed")
+		lock := h.one(t, "distlock.Lock")
+		lost := h.one(t, "distlock.LeaseLost")
+		assert.Equal(t, lock.SpanContext().SpanID(), lost.Parent().SpanID(), "LeaseLost is a child of the Lock span")
+		assert.Equal(t, lock.SpanContext().TraceID(), lost.SpanContext().TraceID())
+		assert.Equal(t, codes.Error, lost.Status().Code)
+		a := attrs(lost)
+		assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64())
+		assert.Equal(t, otellock.EndLost, a[otellock.AttrEnd].AsString())
+		assert.GreaterOrEqual(t, a[otellock.AttrHoldDuration].AsFloat64(), 0.05)
+		assert.NotContains(t, lost.Status().Description, k, "the key is not quoted with KeyHashed")
 
-	rm = h.collect(t)
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
-	n, _ := histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndLost))
-	assert.Equal(t, uint64(1), n)
+		rm = h.collect(t)
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+		n, _ := histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndLost))
+		assert.Equal(t, uint64(1), n)
 
-	// A late Unlock reports the loss on its span and counts nothing twice.
-	require.ErrorIs(t, lease.Unlock(t.Context()), mutex.ErrNotHeld)
-	unlock := h.one(t, "distlock.Unlock")
-	assert.Equal(t, codes.Error, unlock.Status().Code)
-	assert.Equal(t, otellock.OutcomeNotHeld, attrs(unlock)[otellock.AttrOutcome].AsString())
-	rm = h.collect(t)
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricLost))
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+		// A late Unlock reports the loss on its span and counts nothing twice.
+		require.ErrorIs(t, lease.Unlock(t.Context()), mutex.ErrNotHeld)
+		unlock := h.one(t, "distlock.Unlock")
+		assert.Equal(t, codes.Error, unlock.Status().Code)
+		assert.Equal(t, otellock.OutcomeNotHeld, attrs(unlock)[otellock.AttrOutcome].AsString())
+		rm = h.collect(t)
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricLost))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+	})
 }
 
 func TestLostLeaseAddsEventToCallerSpan(t *testing.T) {
-	h := newHarness(t, 0)
-	k := key(t, "a")
-	ctx, parent := h.tp.Tracer("test").Start(t.Context(), "job")
-	lease, err := h.l.Lock(ctx, k)
-	require.NoError(t, err)
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 0)
+		k := key(t, "a")
+		ctx, parent := h.tp.Tracer("test").Start(t.Context(), "job")
+		lease, err := h.l.Lock(ctx, k)
+		require.NoError(t, err)
 
-	// Another owner takes the key, as after a failover that lost it.
-	rdb := redistest.Shared(t).Client(t)
-	n, err := rdb.Del(t.Context(), h.m.Prefix()+":{"+k+"}").Result()
-	require.NoError(t, err)
-	require.Equal(t, int64(1), n)
-	other, err := h.m.TryLock(t.Context(), k)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = other.Unlock(context.Background()) })
+		// Another owner takes the key, as after a failover that lost it.
+		rdb := backend.Client(t)
+		n, err := rdb.Del(t.Context(), h.m.Prefix()+":{"+k+"}").Result()
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n)
+		other, err := h.m.TryLock(t.Context(), k)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = other.Unlock(context.Background()) })
 
-	err = lease.Extend(ctx)
-	require.ErrorIs(t, err, mutex.ErrNotHeld)
-	parent.End()
+		err = lease.Extend(ctx)
+		require.ErrorIs(t, err, mutex.ErrNotHeld)
+		parent.End()
 
-	p := h.one(t, "job")
-	var ev *sdktrace.Event
-	for i := range p.Events() {
-		if p.Events()[i].Name == "distlock.lease.lost" {
-			ev = &p.Events()[i]
+		p := h.one(t, "job")
+		var ev *sdktrace.Event
+		for i := range p.Events() {
+			if p.Events()[i].Name == "distlock.lease.lost" {
+				ev = &p.Events()[i]
+			}
 		}
-	}
-	require.NotNil(t, ev, "the caller's span got the loss event")
-	a := kvMap(ev.Attributes)
-	assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64())
-	assert.Equal(t, []string{otellock.HashKey(k)}, a[otellock.AttrKeyHash].AsStringSlice())
-	assert.Empty(t, h.ended("distlock.LeaseLost"), "no separate span while the caller's span records")
+		require.NotNil(t, ev, "the caller's span got the loss event")
+		a := kvMap(ev.Attributes)
+		assert.Equal(t, lease.Fence(), a[otellock.AttrFence].AsInt64())
+		assert.Equal(t, []string{otellock.HashKey(k)}, a[otellock.AttrKeyHash].AsStringSlice())
+		assert.Empty(t, h.ended("distlock.LeaseLost"), "no separate span while the caller's span records")
 
-	ext := h.one(t, "distlock.Extend")
-	assert.Equal(t, codes.Error, ext.Status().Code)
-	assert.Equal(t, otellock.OutcomeNotHeld, attrs(ext)[otellock.AttrOutcome].AsString())
+		ext := h.one(t, "distlock.Extend")
+		assert.Equal(t, codes.Error, ext.Status().Code)
+		assert.Equal(t, otellock.OutcomeNotHeld, attrs(ext)[otellock.AttrOutcome].AsString())
 
-	rm := h.collect(t)
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricExtendFailures, outcome(otellock.OutcomeNotHeld)))
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricLost))
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+		rm := h.collect(t)
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricExtendFailures, outcome(otellock.OutcomeNotHeld)))
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricLost))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+	})
 }
 
 func TestMetricsWorkload(t *testing.T) {
-	h := newHarness(t, 10*time.Second)
-	ctx := t.Context()
-	k := key(t, "a")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 10*time.Second)
+		ctx := t.Context()
+		k := key(t, "a")
 
-	// Three Lock+Unlock cycles.
-	for range 3 {
-		lease, err := h.l.Lock(ctx, k)
+		// Three Lock+Unlock cycles.
+		for range 3 {
+			lease, err := h.l.Lock(ctx, k)
+			require.NoError(t, err)
+			require.NoError(t, lease.Unlock(ctx))
+		}
+		// A held lease, then a contended TryLock and a cancelled Lock.
+		held, err := h.l.Lock(ctx, k)
 		require.NoError(t, err)
-		require.NoError(t, lease.Unlock(ctx))
-	}
-	// A held lease, then a contended TryLock and a cancelled Lock.
-	held, err := h.l.Lock(ctx, k)
-	require.NoError(t, err)
-	assert.Equal(t, int64(1), sum(t, h.collect(t), otellock.MetricHeld))
-	_, err = h.l.TryLock(ctx, k)
-	require.ErrorIs(t, err, mutex.ErrNotObtained)
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	_, err = h.l.Lock(cctx, k)
-	require.ErrorIs(t, err, context.Canceled)
-	// Two extensions, then Unlock; a second Unlock and an Extend after it fail.
-	require.NoError(t, held.Extend(ctx))
-	require.NoError(t, held.Extend(ctx))
-	require.NoError(t, held.Unlock(ctx))
-	require.ErrorIs(t, held.Unlock(ctx), mutex.ErrReleased)
-	require.ErrorIs(t, held.Extend(ctx), mutex.ErrReleased)
-	// Bad input is an error outcome.
-	_, err = h.l.Lock(ctx, "")
-	require.ErrorIs(t, err, mutex.ErrInvalid)
+		assert.Equal(t, int64(1), sum(t, h.collect(t), otellock.MetricHeld))
+		_, err = h.l.TryLock(ctx, k)
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err = h.l.Lock(cctx, k)
+		require.ErrorIs(t, err, context.Canceled)
+		// Two extensions, then Unlock; a second Unlock and an Extend after it fail.
+		require.NoError(t, held.Extend(ctx))
+		require.NoError(t, held.Extend(ctx))
+		require.NoError(t, held.Unlock(ctx))
+		require.ErrorIs(t, held.Unlock(ctx), mutex.ErrReleased)
+		require.ErrorIs(t, held.Extend(ctx), mutex.ErrReleased)
+		// Bad input is an error outcome.
+		_, err = h.l.Lock(ctx, "")
+		require.ErrorIs(t, err, mutex.ErrInvalid)
 
-	rm := h.collect(t)
-	assert.Equal(t, int64(4), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeObtained)))
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeCancelled)))
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeError)))
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opTryLock, outcome(otellock.OutcomeNotObtained)))
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricAcquisitions, opTryLock, outcome(otellock.OutcomeObtained)))
+		rm := h.collect(t)
+		assert.Equal(t, int64(4), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeObtained)))
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeCancelled)))
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeError)))
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opTryLock, outcome(otellock.OutcomeNotObtained)))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricAcquisitions, opTryLock, outcome(otellock.OutcomeObtained)))
 
-	n, total := histCount(t, rm, otellock.MetricWaitDuration, opLock, outcome(otellock.OutcomeObtained))
-	assert.Equal(t, uint64(4), n)
-	assert.Greater(t, total, 0.0)
-	n, _ = histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndUnlocked))
-	assert.Equal(t, uint64(4), n)
-	n, _ = histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndLost))
-	assert.Equal(t, uint64(0), n)
+		n, total := histCount(t, rm, otellock.MetricWaitDuration, opLock, outcome(otellock.OutcomeObtained))
+		assert.Equal(t, uint64(4), n)
+		assert.Greater(t, total, 0.0)
+		n, _ = histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndUnlocked))
+		assert.Equal(t, uint64(4), n)
+		n, _ = histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndLost))
+		assert.Equal(t, uint64(0), n)
 
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricLost))
-	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricExtendFailures, outcome(otellock.OutcomeReleased)))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricLost))
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricExtendFailures, outcome(otellock.OutcomeReleased)))
 
-	m, ok := findMetric(rm, otellock.MetricWaitDuration)
-	require.True(t, ok)
-	assert.Equal(t, "s", m.Unit)
-	m, ok = findMetric(rm, otellock.MetricHeld)
-	require.True(t, ok)
-	assert.Equal(t, "{lease}", m.Unit)
+		m, ok := findMetric(rm, otellock.MetricWaitDuration)
+		require.True(t, ok)
+		assert.Equal(t, "s", m.Unit)
+		m, ok = findMetric(rm, otellock.MetricHeld)
+		require.True(t, ok)
+		assert.Equal(t, "{lease}", m.Unit)
+	})
 }
 
 func TestKeyAttributeModes(t *testing.T) {
@@ -414,41 +426,45 @@ func spanText(s tracetest.SpanStub) string {
 }
 
 func TestCheckSpan(t *testing.T) {
-	h := newHarness(t, 0)
-	k1, k2 := key(t, "a"), key(t, "b")
-	lease, err := h.l.Lock(t.Context(), k1)
-	require.NoError(t, err)
-	st, err := h.l.Check(t.Context(), k1, k2)
-	require.NoError(t, err)
-	assert.Equal(t, mutex.PartiallyLocked, st)
-	require.NoError(t, lease.Unlock(t.Context()))
-	a := attrs(h.one(t, "distlock.Check"))
-	assert.Equal(t, otellock.StatusPartiallyLocked, a[otellock.AttrStatus].AsString())
-	assert.Equal(t, int64(2), a[otellock.AttrKeyCount].AsInt64())
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 0)
+		k1, k2 := key(t, "a"), key(t, "b")
+		lease, err := h.l.Lock(t.Context(), k1)
+		require.NoError(t, err)
+		st, err := h.l.Check(t.Context(), k1, k2)
+		require.NoError(t, err)
+		assert.Equal(t, mutex.PartiallyLocked, st)
+		require.NoError(t, lease.Unlock(t.Context()))
+		a := attrs(h.one(t, "distlock.Check"))
+		assert.Equal(t, otellock.StatusPartiallyLocked, a[otellock.AttrStatus].AsString())
+		assert.Equal(t, int64(2), a[otellock.AttrKeyCount].AsInt64())
+	})
 }
 
 func TestLeasePassesThrough(t *testing.T) {
-	h := newHarness(t, 0)
-	k := key(t, "a")
-	lease, err := h.l.Lock(t.Context(), k)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, lease.Unlock(t.Context())) }()
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 0)
+		k := key(t, "a")
+		lease, err := h.l.Lock(t.Context(), k)
+		require.NoError(t, err)
+		defer func() { require.NoError(t, lease.Unlock(t.Context())) }()
 
-	u, ok := lease.(mutex.Unwrapper)
-	require.True(t, ok)
-	inner := u.Unwrap()
-	assert.Equal(t, inner.Token(), lease.Token())
-	assert.Equal(t, inner.Fence(), lease.Fence())
-	assert.Equal(t, inner.Done(), lease.Done())
+		u, ok := lease.(mutex.Unwrapper)
+		require.True(t, ok)
+		inner := u.Unwrap()
+		assert.Equal(t, inner.Token(), lease.Token())
+		assert.Equal(t, inner.Fence(), lease.Fence())
+		assert.Equal(t, inner.Done(), lease.Done())
 
-	d, ok := mutex.Deadline(lease)
-	require.True(t, ok, "the Deadline of the core lease is found through Unwrap")
-	assert.Equal(t, inner.(mutex.Deadliner).Deadline(), d)
-	assert.False(t, mutex.IsAutoExtended(lease), "the core lease is not auto-extended")
+		d, ok := mutex.Deadline(lease)
+		require.True(t, ok, "the Deadline of the core lease is found through Unwrap")
+		assert.Equal(t, inner.(mutex.Deadliner).Deadline(), d)
+		assert.False(t, mutex.IsAutoExtended(lease), "the core lease is not auto-extended")
 
-	// The core recognises its lease behind the decorator.
-	_, err = h.l.TryLock(mutex.ContextWithLease(t.Context(), h.l, lease), k)
-	require.ErrorIs(t, err, mutex.ErrReentrant)
+		// The core recognises its lease behind the decorator.
+		_, err = h.l.TryLock(mutex.ContextWithLease(t.Context(), h.l, lease), k)
+		require.ErrorIs(t, err, mutex.ErrReentrant)
+	})
 }
 
 func TestAutoExtendedPassesThrough(t *testing.T) {
@@ -524,66 +540,72 @@ func TestNoopProviders(t *testing.T) {
 }
 
 func TestEarlyLossIsReported(t *testing.T) {
-	// The validity of a MinTTL lease runs out before the watcher starts.
-	h := newHarness(t, mutex.MinTTL)
-	lease, err := h.l.Lock(t.Context(), key(t, "a"))
-	require.NoError(t, err)
-	waitDone(t, lease)
-	require.Eventually(t, func() bool {
-		return sum(t, h.collect(t), otellock.MetricLost) == 1
-	}, 30*time.Second, 5*time.Millisecond)
-	h.one(t, "distlock.LeaseLost")
-	assert.Equal(t, int64(0), sum(t, h.collect(t), otellock.MetricHeld))
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		// The validity of a MinTTL lease runs out before the watcher starts.
+		h := newHarnessOn(t, backend.Client(t), mutex.MinTTL)
+		lease, err := h.l.Lock(t.Context(), key(t, "a"))
+		require.NoError(t, err)
+		waitDone(t, lease)
+		require.Eventually(t, func() bool {
+			return sum(t, h.collect(t), otellock.MetricLost) == 1
+		}, 30*time.Second, 5*time.Millisecond)
+		h.one(t, "distlock.LeaseLost")
+		assert.Equal(t, int64(0), sum(t, h.collect(t), otellock.MetricHeld))
+	})
 }
 
 func TestLongHoldThenUnlock(t *testing.T) {
-	// A lease held past the start of its watcher is unlocked normally; the
-	// watcher ends with it (goleak checks the package).
-	h := newHarness(t, 0)
-	lease, err := h.l.Lock(t.Context(), key(t, "a"))
-	require.NoError(t, err)
-	time.Sleep(30 * time.Millisecond)
-	require.NoError(t, lease.Unlock(t.Context()))
-	rm := h.collect(t)
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
-	assert.Equal(t, int64(0), sum(t, rm, otellock.MetricLost))
-	n, total := histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndUnlocked))
-	assert.Equal(t, uint64(1), n)
-	assert.GreaterOrEqual(t, total, 0.03)
-	assert.Empty(t, h.ended("distlock.LeaseLost"))
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		// A lease held past the start of its watcher is unlocked normally; the
+		// watcher ends with it (goleak checks the package).
+		h := newHarnessOn(t, backend.Client(t), 0)
+		lease, err := h.l.Lock(t.Context(), key(t, "a"))
+		require.NoError(t, err)
+		time.Sleep(30 * time.Millisecond)
+		require.NoError(t, lease.Unlock(t.Context()))
+		rm := h.collect(t)
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricHeld))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricLost))
+		n, total := histCount(t, rm, otellock.MetricHoldDuration, otellock.AttrEnd.String(otellock.EndUnlocked))
+		assert.Equal(t, uint64(1), n)
+		assert.GreaterOrEqual(t, total, 0.03)
+		assert.Empty(t, h.ended("distlock.LeaseLost"))
+	})
 }
 
 func TestInChainWithAutoExtend(t *testing.T) {
-	h := newHarness(t, 300*time.Millisecond)
-	l := middleware.Chain(h.m,
-		otellock.Middleware(otellock.WithTracerProvider(h.tp), otellock.WithMeterProvider(h.mp)),
-		middleware.Retry(),
-		middleware.AutoExtend(),
-	)
-	k := key(t, "a")
-	lease, err := l.Lock(t.Context(), k)
-	require.NoError(t, err)
-	assert.True(t, mutex.IsAutoExtended(lease), "AutoExtended is found through Unwrap")
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 300*time.Millisecond)
+		l := middleware.Chain(h.m,
+			otellock.Middleware(otellock.WithTracerProvider(h.tp), otellock.WithMeterProvider(h.mp)),
+			middleware.Retry(),
+			middleware.AutoExtend(),
+		)
+		k := key(t, "a")
+		lease, err := l.Lock(t.Context(), k)
+		require.NoError(t, err)
+		assert.True(t, mutex.IsAutoExtended(lease), "AutoExtended is found through Unwrap")
 
-	// Another owner takes the key: the next background renewal finds it
-	// gone, which ends the lease, and the loss is recorded.
-	rdb := redistest.Shared(t).Client(t)
-	n, err := rdb.Del(t.Context(), h.m.Prefix()+":{"+k+"}").Result()
-	require.NoError(t, err)
-	require.Equal(t, int64(1), n)
-	other, err := h.m.TryLock(t.Context(), k)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = other.Unlock(context.Background()) })
+		// Another owner takes the key: the next background renewal finds it
+		// gone, which ends the lease, and the loss is recorded.
+		rdb := backend.Client(t)
+		n, err := rdb.Del(t.Context(), h.m.Prefix()+":{"+k+"}").Result()
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n)
+		other, err := h.m.TryLock(t.Context(), k)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = other.Unlock(context.Background()) })
 
-	waitDone(t, lease)
-	require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld)
-	require.Eventually(t, func() bool {
-		return sum(t, h.collect(t), otellock.MetricLost) == 1
-	}, 30*time.Second, 5*time.Millisecond)
-	lost := h.one(t, "distlock.LeaseLost")
-	assert.Equal(t, h.one(t, "distlock.Lock").SpanContext().SpanID(), lost.Parent().SpanID())
-	assert.Empty(t, h.ended("distlock.Extend"), "background renewals are not Extend calls of this layer")
-	require.ErrorIs(t, lease.Unlock(t.Context()), mutex.ErrNotHeld)
+		waitDone(t, lease)
+		require.ErrorIs(t, lease.Err(), mutex.ErrNotHeld)
+		require.Eventually(t, func() bool {
+			return sum(t, h.collect(t), otellock.MetricLost) == 1
+		}, 30*time.Second, 5*time.Millisecond)
+		lost := h.one(t, "distlock.LeaseLost")
+		assert.Equal(t, h.one(t, "distlock.Lock").SpanContext().SpanID(), lost.Parent().SpanID())
+		assert.Empty(t, h.ended("distlock.Extend"), "background renewals are not Extend calls of this layer")
+		require.ErrorIs(t, lease.Unlock(t.Context()), mutex.ErrNotHeld)
+	})
 }
 
 func TestFIFOAttributeFromMutex(t *testing.T) {

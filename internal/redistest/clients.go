@@ -14,15 +14,29 @@ import (
 type ClientConfig struct {
 	Name string
 	Mod  func(*redis.Options)
+	// UniversalMod is the same setting for Backend.Client.
+	UniversalMod func(*redis.UniversalOptions)
 }
 
 // Defaults and NoRetries are go-redis's default options (automatic retries
 // of a command whose reply was lost included) and the same with retries
 // off; ContextTimeouts makes go-redis bound each call by its context.
 var (
-	Defaults        = ClientConfig{"default options", func(*redis.Options) {}}
-	NoRetries       = ClientConfig{"no retries", func(o *redis.Options) { o.MaxRetries = -1 }}
-	ContextTimeouts = ClientConfig{"context timeouts", func(o *redis.Options) { o.ContextTimeoutEnabled = true }}
+	Defaults = ClientConfig{
+		Name:         "default options",
+		Mod:          func(*redis.Options) {},
+		UniversalMod: func(*redis.UniversalOptions) {},
+	}
+	NoRetries = ClientConfig{
+		Name:         "no retries",
+		Mod:          func(o *redis.Options) { o.MaxRetries = -1 },
+		UniversalMod: func(o *redis.UniversalOptions) { o.MaxRetries = -1 },
+	}
+	ContextTimeouts = ClientConfig{
+		Name:         "context timeouts",
+		Mod:          func(o *redis.Options) { o.ContextTimeoutEnabled = true },
+		UniversalMod: func(o *redis.UniversalOptions) { o.ContextTimeoutEnabled = true },
+	}
 )
 
 // FaultConfigs are the client settings every fault test runs with.

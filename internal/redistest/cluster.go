@@ -360,16 +360,7 @@ func (c *Cluster) Heal(t testing.TB) {
 
 func (c *Cluster) heal(ctx context.Context) error {
 	for _, s := range c.nodes {
-		if s.running() {
-			continue
-		}
-		s.mu.Lock()
-		err := s.stopLocked()
-		if err == nil {
-			err = s.startLocked(false)
-		}
-		s.mu.Unlock()
-		if err != nil {
+		if err := restart(s); err != nil {
 			return err
 		}
 	}

@@ -66,5 +66,24 @@
 // names the replica as the new primary (about two seconds), and
 // [Sentinel.RestartOld] brings the killed server back as a replica.
 // [Sentinel.Failover] runs SENTINEL FAILOVER. [Sentinel.Primary] and
-// [Sentinel.Replica] follow the roles.
+// [Sentinel.Replica] follow the roles. [SharedSentinel] is one deployment
+// per test package, started on first use and stopped by [Main].
+//
+// # Backends
+//
+// A [Backend] is one of the shared deployments, standalone, cluster or
+// sentinel, started on first use; [Backend.Client] returns a client of the
+// right kind for it (redis.UniversalClient). [Backends] lists them, or those
+// named in $DISTLOCK_BACKENDS (comma-separated), and [RunBackends] runs a
+// test once per backend, as subtests named after them:
+//
+//	func TestSomething(t *testing.T) {
+//		redistest.RunBackends(t, func(t *testing.T, b redistest.Backend) {
+//			rdb := b.Client(t)
+//			...
+//		})
+//	}
+//
+// [Keys] lists keys on every primary of a cluster, as KEYS does on one
+// server.
 package redistest

@@ -12,9 +12,10 @@ import (
 
 // shared holds the servers that outlive single tests; Main stops them.
 var shared struct {
-	mu      sync.Mutex
-	server  *Server
-	cluster *Cluster
+	mu       sync.Mutex
+	server   *Server
+	cluster  *Cluster
+	sentinel *Sentinel
 	// stops releases everything shared (servers and their directories).
 	stops []func() error
 }
@@ -91,7 +92,7 @@ func stopShared() error {
 	for _, stop := range shared.stops {
 		errs = append(errs, stop())
 	}
-	shared.server, shared.cluster, shared.stops = nil, nil, nil
+	shared.server, shared.cluster, shared.sentinel, shared.stops = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

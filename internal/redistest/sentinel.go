@@ -408,3 +408,85 @@ func infoFields(info string) map[string]string {
 	}
 	return m
 }
+
+// SharedSentinel returns a Sentinel deployment started on first use and
+// reused by every test of the package, which saves starting one per test.
+// Tests sharing it must use their own keys and must not stop, kill, pause
+// or fail over its servers (use StartSentinel for that). It is stopped and
+// its directories removed by Main. Servers found not running are started
+// again: a primary that is down is replaced by its replica first.
+func SharedSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if s := shared.sentinel; s != nil {
+		if err := s.heal(t.Context()); err != nil {
+			t.Fatal(err.Error())
+		}
+		return s
+	}
+	dir, err := os.MkdirTemp("", "redistest-sentinel-")
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	s, err := newSentinel(dir, nil)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatal(err.Error())
+	}
+	shared.sentinel = s
+	shared.stops = append(shared.stops, func() error {
+		return errors.Join(s.stop(), os.RemoveAll(dir))
+	})
+	return s
+}
+
+// heal starts again the sentinels that are not running and, if a data
+// server is down, waits for the other to be the primary and starts the
+// one that is down again as its replica; then it waits until the
+// deployment is settled.
+func (s *Sentinel) heal(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, sentinelWait)
+	defer cancel()
+	for _, sn := range s.sentinels {
+		if err := restart(sn); err != nil {
+			return err
+		}
+	}
+	primary, replica := s.Primary(), s.Replica()
+	if !primary.running() {
+		if !replica.running() {
+			return errors.New("redistest: both data servers of the sentinel deployment are down")
+		}
+		if err := s.waitFor(ctx, func() error { return s.promoted(ctx, replica) }); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.primary, s.replica = replica, primary
+		s.mu.Unlock()
+		primary, replica = replica, primary
+	}
+	if !replica.running() {
+		if err := restart(replica); err != nil {
+			return err
+		}
+		if err := s.admin(replica).ReplicaOf(ctx, "127.0.0.1", strconv.Itoa(primary.Port())).Err(); err != nil {
+			return fmt.Errorf("redistest: REPLICAOF on %s: %w", replica.Addr(), err)
+		}
+	}
+	return s.waitFor(ctx, func() error { return s.settled(ctx) })
+}
+
+// restart starts sv again on its port if it is not running.
+func restart(sv *Server) error {
+	if sv.running() {
+		return nil
+	}
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	err := sv.stopLocked()
+	if err == nil {
+		err = sv.startLocked(false)
+	}
+	return err
+}
