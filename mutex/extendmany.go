@@ -41,21 +41,37 @@ func ExtendMany(ctx context.Context, leases ...Lease) []error {
 			errs[items[0].i] = items[0].l.Extend(ctx)
 			continue
 		}
-		start := time.Now()
-		pipe := client.Pipeline()
-		cmds := make([]*redis.Cmd, len(items))
-		for j, it := range items {
-			cmds[j] = extendScript.EvalSha(ctx, pipe, it.l.rkeys, it.l.value, it.l.m.ttlMS)
-		}
-		_, _ = pipe.Exec(ctx)
-		for j, it := range items {
-			idx, err := cmds[j].Int64()
-			if isNoScript(err) {
-				// The script cache was flushed: Run loads it again.
-				errs[it.i] = it.l.Extend(ctx)
-				continue
+		for loaded := false; len(items) > 0; loaded = true {
+			start := time.Now()
+			pipe := client.Pipeline()
+			cmds := make([]*redis.Cmd, len(items))
+			for j, it := range items {
+				cmds[j] = extendScript.EvalSha(ctx, pipe, it.l.rkeys, it.l.value, it.l.m.ttlMS)
 			}
-			errs[it.i] = it.l.extended(start, idx, err)
+			_, _ = pipe.Exec(ctx)
+			var again []item
+			for j, it := range items {
+				idx, err := cmds[j].Int64()
+				if isNoScript(err) {
+					again = append(again, it)
+					continue
+				}
+				errs[it.i] = it.l.extended(start, idx, err)
+			}
+			if len(again) == 0 {
+				break
+			}
+			// A server lost its script cache (a restart, a failover, a new
+			// node, SCRIPT FLUSH): load the script, on every node of a
+			// Cluster, and send the batch again; if that fails, extend
+			// one by one, which loads it where needed.
+			if loaded || extendScript.Load(ctx, client).Err() != nil {
+				for _, it := range again {
+					errs[it.i] = it.l.Extend(ctx)
+				}
+				break
+			}
+			items = again
 		}
 	}
 	return errs

@@ -1,6 +1,9 @@
 package mutex_test
 
 import (
+	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,4 +101,62 @@ func TestExtendManyUncomparableClient(t *testing.T) {
 		require.NoError(t, a.Unlock(ctx))
 		require.NoError(t, b.Unlock(ctx))
 	})
+}
+
+// roundTrips counts the requests a client sends, single commands and
+// pipelines, but for the set-up of new connections.
+type roundTrips struct{ n atomic.Int32 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hello" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if cmds[0].Name() != "client" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// After the script cache is flushed, ExtendMany loads the script once and
+// sends the batch again, rather than extending lease by lease.
+func TestExtendManyAfterScriptFlush(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	h := &roundTrips{}
+	c.AddHook(h)
+	m, err := mutex.New(c, mutex.Config{Prefix: prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var leases []mutex.Lease
+	for i := range 20 {
+		leases = append(leases, must[mutex.Lease](t)(m.Lock(ctx, fmt.Sprint("k", i))))
+	}
+	if err := srv.Client(t).ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.n.Store(0)
+	for i, err := range mutex.ExtendMany(ctx, leases...) {
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+	}
+	if n := h.n.Load(); n > 3 {
+		t.Fatalf("%d round trips for 20 leases after SCRIPT FLUSH, want 3 (batch, load, batch)", n)
+	}
+	for _, l := range leases {
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
