@@ -27,13 +27,17 @@ var final = []error{
 
 // transientPrefixes are the Redis error replies of a server that is not
 // ready yet: loading its data set, resharding, without a primary, or a
-// replica that a failover is about to promote.
-var transientPrefixes = []string{"LOADING", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MASTERDOWN"}
+// replica that a failover is about to promote; and the Cluster redirects
+// that go-redis returns once it has followed ClusterOptions.MaxRedirects of
+// them (failed connections and TRYAGAIN use that budget too), while a
+// failover or a slot migration changes the cluster's layout.
+var transientPrefixes = []string{"LOADING", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MASTERDOWN", "MOVED", "ASK"}
 
 // IsTransient reports whether err is a failure that the same call may not
 // meet again a moment later: a refused, reset or broken connection, a
 // network timeout, an exhausted connection pool, or one of the Redis replies
-// LOADING, TRYAGAIN, CLUSTERDOWN, READONLY and MASTERDOWN.
+// LOADING, TRYAGAIN, CLUSTERDOWN, READONLY and MASTERDOWN, or a Cluster
+// redirect (MOVED, ASK) that go-redis stopped following.
 //
 // It is false for nil, for context errors, for redis.ErrClosed (the client
 // was closed) and for every mutex sentinel: ErrInvalid, ErrNotHeld,

@@ -28,6 +28,11 @@ var minVersion = [2]int{6, 2}
 //     policies may evict a lock that is held;
 //   - a server older than Redis 6.2.
 //
+// On a Cluster it also reports, in an error that does not wrap
+// ErrUnsafeServer, a cluster that is not fully set up: no primary serving
+// a slot, or a primary that does not report cluster_state ok with all
+// 16384 slots assigned.
+//
 // New makes no Redis call, so Verify is the place to check a deployment,
 // once at start-up. It uses INFO, which managed services allow where they
 // rename CONFIG. An error that does not wrap ErrUnsafeServer means Verify
@@ -38,14 +43,24 @@ func (m *Mutex) Verify(ctx context.Context) error {
 	if cc, ok := m.client.(*redis.ClusterClient); ok {
 		var mu sync.Mutex
 		var errs []error
+		primaries := 0
 		err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-			if err := verifyServer(ctx, node, node.Options().Addr); err != nil {
-				mu.Lock()
+			addr := node.Options().Addr
+			err := errors.Join(verifyServer(ctx, node, addr), verifyCluster(ctx, node, addr))
+			mu.Lock()
+			defer mu.Unlock()
+			primaries++
+			if err != nil {
 				errs = append(errs, err)
-				mu.Unlock()
 			}
 			return nil
 		})
+		switch {
+		case err != nil:
+			err = fmt.Errorf("verify: %w", err)
+		case primaries == 0:
+			err = errors.New("verify: no primary serves a hash slot: the cluster is not set up")
+		}
 		return errors.Join(append(errs, err)...)
 	}
 	addr := "server"
@@ -53,6 +68,29 @@ func (m *Mutex) Verify(ctx context.Context) error {
 		addr = c.Options().Addr
 	}
 	return verifyServer(ctx, m.client, addr)
+}
+
+// verifyCluster reports a Cluster that does not serve every hash slot:
+// the keys of the slots it does not serve cannot be locked.
+func verifyCluster(ctx context.Context, c *redis.Client, addr string) error {
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("verify: %s: %w", addr, err)
+	}
+	state, assigned := "", -1
+	for line := range strings.SplitSeq(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "cluster_state:"); ok {
+			state = v
+		}
+		if v, ok := strings.CutPrefix(line, "cluster_slots_assigned:"); ok {
+			assigned, _ = strconv.Atoi(v)
+		}
+	}
+	if state != "ok" || assigned != clusterSlots {
+		return fmt.Errorf("verify: %s: cluster_state %s, %d of %d hash slots assigned: the cluster is not fully set up", addr, state, assigned, clusterSlots)
+	}
+	return nil
 }
 
 func verifyServer(ctx context.Context, c redis.Cmdable, addr string) error {
