@@ -12,12 +12,12 @@ test: vet fmt-check
 	$(GO) test -race -count=1 -timeout 9m ./...
 	for d in $(NESTED); do (cd $$d && $(GO) test -race -count=1 -timeout 5m ./...) || exit 1; done
 
-# The fault suite (chaos/README.md): every scenario, about 8 minutes.
+# The fault suite (chaos/README.md): every scenario, about 10 minutes.
 # CHAOS_FLAGS adds flags, e.g. CHAOS_FLAGS='-seed 7 -dir /tmp/chaos'.
 chaos:
 	cd chaos && $(GO) run ./cmd/chaos -duration 8s $(CHAOS_FLAGS)
 
-# The CI subset of the fault suite, with fixed seeds: about 3 minutes.
+# The CI subset of the fault suite, with fixed seeds: about 3.5 minutes.
 chaos-ci:
 	cd chaos && $(GO) run ./cmd/chaos -ci -duration 8s -seed 1 $(CHAOS_FLAGS)
 

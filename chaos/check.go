@@ -104,6 +104,12 @@ type Result struct {
 	LeftoverPersistent int `json:"leftover_persistent"`
 	LeftoverGoroutines int `json:"leftover_goroutines"`
 	ClientsExited      int `json:"clients_exited"`
+	// LostLeases counts the leases a failover lost: their lock value (of
+	// one of their keys, or more) was on the killed primary but not on the
+	// replica promoted in its place (OpFailoverLost), while the lease was
+	// valid (its mutex.Deadline after the replica was read) and not being
+	// unlocked.
+	LostLeases int `json:"lost_leases"`
 
 	// Examples describes the first violations found.
 	Examples []string `json:"examples,omitempty"`
@@ -113,11 +119,12 @@ type Result struct {
 }
 
 // Broken reports whether the result breaks a promise distlock makes for a
-// safe scenario: no hard overlap, no fence regression, no stale write
-// accepted; every key it stores expires by itself (no lock key or other
-// key left without a TTL); Close leaves no goroutine behind.
+// safe scenario: no hard overlap, no lease lost at a failover, no fence
+// regression, no stale write accepted; every key it stores expires by
+// itself (no lock key or other key left without a TTL); Close leaves no
+// goroutine behind.
 func (r Result) Broken() bool {
-	return r.HardOverlaps > 0 || r.FenceRegressions > 0 || r.StaleAccepted > 0 ||
+	return r.HardOverlaps > 0 || r.LostLeases > 0 || r.FenceRegressions > 0 || r.StaleAccepted > 0 ||
 		r.LeftoverLocksNoTTL > 0 || r.LeftoverPersistent > 0 || r.LeftoverGoroutines > 0
 }
 
@@ -231,8 +238,61 @@ func Check(events []Event) Result {
 		r.checkFences(k, ls)
 	}
 	r.checkLeftovers(events)
+	r.checkFailoverLoss(events)
 	r.checkWatched(events)
 	return r
+}
+
+// checkFailoverLoss counts the leases whose lock value a failover lost
+// (see LostLeases).
+func (r *Result) checkFailoverLoss(events []Event) {
+	type deadlineAt struct{ t, deadline int64 }
+	type life struct {
+		client    int
+		granted   int64
+		deadlines []deadlineAt // as recorded, in time order
+		unlock    int64        // Unlock invoked (0: never)
+	}
+	leases := map[string]*life{}
+	var losses []Event
+	for _, e := range events {
+		switch e.Op {
+		case OpLock:
+			if e.Type == TypeOK {
+				leases[e.Token] = &life{client: e.Client, granted: e.T, deadlines: []deadlineAt{{e.T, e.Deadline}}}
+			}
+		case OpCheck, OpWrite, OpDone:
+			if l := leases[e.Token]; l != nil && e.Deadline != 0 {
+				l.deadlines = append(l.deadlines, deadlineAt{e.T, e.Deadline})
+			}
+		case OpUnlock:
+			if l := leases[e.Token]; l != nil && e.Type == TypeInvoke && l.unlock == 0 {
+				l.unlock = e.T
+			}
+		case OpFailoverLost:
+			losses = append(losses, e)
+		}
+	}
+	counted := map[string]bool{} // a multi-key lease loses a value per key
+	for _, e := range losses {
+		l := leases[e.Token]
+		if l == nil || counted[e.Token] || (l.unlock != 0 && l.unlock <= e.T) {
+			continue
+		}
+		var deadline int64
+		for _, d := range l.deadlines {
+			if d.t <= e.T || d.t == l.granted {
+				deadline = d.deadline
+			}
+		}
+		if deadline <= e.T {
+			continue
+		}
+		counted[e.Token] = true
+		r.LostLeases++
+		r.example("lease lost at failover: client %d token %s fence %d on %s, granted at %d, deadline %d, not on the promoted replica at %d",
+			l.client, e.Token, e.Fence, strings.Join(e.Keys, ","), l.granted, deadline, e.T)
+	}
 }
 
 func (r *Result) checkOverlaps(key string, ls []leaseInterval) {

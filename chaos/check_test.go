@@ -316,3 +316,29 @@ func TestCheckLateWritesAndLeftovers(t *testing.T) {
 		t.Fatalf("leftover goroutines: %+v", r)
 	}
 }
+
+// A lease counts as lost at a failover, once whatever number of its keys,
+// when the promoted replica lacked its value while it was valid and not
+// being unlocked.
+func TestCheckFailoverLoss(t *testing.T) {
+	loss := func(token string, at int64) chaos.Event {
+		return chaos.Event{Client: -2, Op: chaos.OpFailoverLost, Type: chaos.TypeOK, T: at, Keys: []string{"hot"}, Token: token}
+	}
+	h := history(
+		grant(1, "hot", "valid", 1, 0, 10, 20, 200),
+		grant(2, "hot", "ended", 2, 0, 5, 8, 90),
+		grant(3, "hot", "unlocking", 3, 0, 15, 20, 200),
+		[]chaos.Event{
+			{Client: 3, Op: chaos.OpUnlock, Type: chaos.TypeInvoke, T: 50, Token: "unlocking", Keys: []string{"hot"}},
+			loss("valid", 100),
+			{Client: -2, Op: chaos.OpFailoverLost, Type: chaos.TypeOK, T: 100, Keys: []string{"cold0"}, Token: "valid"},
+			loss("ended", 100),
+			loss("unlocking", 100),
+			loss("never-granted", 100),
+		},
+	)
+	r := chaos.Check(h)
+	if r.LostLeases != 1 || !r.Broken() || len(r.Examples) == 0 {
+		t.Fatalf("want 1 lease lost at failover: %+v", r)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/distlock/distlock/middleware"
 	"github.com/distlock/distlock/mutex"
+	"github.com/distlock/distlock/redisurl"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
@@ -30,7 +31,9 @@ var coldKeys = []string{"cold0", "cold1", "cold2"}
 
 // ClientConfig configures one client process.
 type ClientConfig struct {
-	ID      int
+	ID int
+	// Redis is the URL the client opens with redisurl.Open: redis://,
+	// redis+cluster:// or redis+sentinel://.
 	Redis   string
 	Store   string
 	Lock    string // "real" or "broken"
@@ -51,6 +54,11 @@ type ClientConfig struct {
 	// PauseHolders: sleep 1.5×TTL between the first check and the write in
 	// one critical section in five.
 	PauseHolders bool
+	// Replicas is the Mutex's Config.Replicas.
+	Replicas int
+	// MultiKey lets a Lock take the hot key and a cold key together;
+	// without it, those Locks take the hot key alone.
+	MultiKey bool
 }
 
 func (c ClientConfig) env() []string {
@@ -68,6 +76,8 @@ func (c ClientConfig) env() []string {
 		"CHAOS_PAUSE=" + strconv.FormatBool(c.PauseHolders),
 		"CHAOS_AUTOEXTEND=" + strconv.FormatBool(c.AutoExtend),
 		"CHAOS_LONGHOLD=" + strconv.FormatBool(c.LongHold),
+		"CHAOS_REPLICAS=" + strconv.Itoa(c.Replicas),
+		"CHAOS_MULTIKEY=" + strconv.FormatBool(c.MultiKey),
 	}
 }
 
@@ -94,6 +104,10 @@ func clientConfigFromEnv() (ClientConfig, error) {
 	c.AutoExtend, err = strconv.ParseBool(os.Getenv("CHAOS_AUTOEXTEND"))
 	errs = append(errs, err)
 	c.LongHold, err = strconv.ParseBool(os.Getenv("CHAOS_LONGHOLD"))
+	errs = append(errs, err)
+	c.Replicas, err = strconv.Atoi(os.Getenv("CHAOS_REPLICAS"))
+	errs = append(errs, err)
+	c.MultiKey, err = strconv.ParseBool(os.Getenv("CHAOS_MULTIKEY"))
 	errs = append(errs, err)
 	return c, errors.Join(errs...)
 }
@@ -161,16 +175,15 @@ func truncate(s string, n int) string {
 
 // runClient runs the loop and closes everything it opened.
 func runClient(ctx context.Context, cfg ClientConfig, rec *Recorder) error {
-	opts := &redis.Options{Addr: cfg.Redis, ContextTimeoutEnabled: true}
-	if cfg.NoRetries {
-		opts.MaxRetries = -1
+	client, err := openRedis(cfg.Redis, cfg.NoRetries)
+	if err != nil {
+		return err
 	}
-	client := redis.NewClient(opts)
 	defer client.Close()
 	var locker mutex.Locker
 	switch cfg.Lock {
 	case "real":
-		m, err := mutex.New(client, mutex.Config{Prefix: "chaos", TTL: cfg.TTL, FIFO: cfg.FIFO})
+		m, err := mutex.New(client, mutex.Config{Prefix: "chaos", TTL: cfg.TTL, FIFO: cfg.FIFO, Replicas: cfg.Replicas})
 		if err != nil {
 			return err
 		}
@@ -191,7 +204,7 @@ func runClient(ctx context.Context, cfg ClientConfig, rec *Recorder) error {
 	ctx, cancel := context.WithDeadline(ctx, cfg.End)
 	defer cancel()
 	for ctx.Err() == nil {
-		keys := pickKeys(rng)
+		keys := pickKeys(rng, cfg.MultiKey)
 		pause := time.Duration(0)
 		if cfg.PauseHolders && rng.IntN(5) == 0 {
 			pause = cfg.TTL * 3 / 2
@@ -205,11 +218,30 @@ func runClient(ctx context.Context, cfg ClientConfig, rec *Recorder) error {
 	return nil
 }
 
-func pickKeys(rng *rand.Rand) []string {
+// openRedis opens the client of url with redisurl (go-redis' default
+// options and ContextTimeoutEnabled), with MaxRetries -1 if noRetries.
+func openRedis(url string, noRetries bool) (redis.UniversalClient, error) {
+	if noRetries {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		url += sep + "max_retries=-1"
+	}
+	return redisurl.Open(url)
+}
+
+// pickKeys returns the keys of one Lock: the hot key (70%), the hot key
+// and a cold key (20%; the hot key alone unless multiKey), a cold key
+// (10%).
+func pickKeys(rng *rand.Rand, multiKey bool) []string {
 	switch r := rng.IntN(10); {
 	case r < 7:
 		return []string{HotKey}
 	case r < 9:
+		if !multiKey {
+			return []string{HotKey}
+		}
 		return []string{HotKey, coldKeys[rng.IntN(len(coldKeys))]}
 	}
 	return []string{coldKeys[rng.IntN(len(coldKeys))]}

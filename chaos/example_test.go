@@ -52,7 +52,7 @@ func ExampleScenarios() {
 	fmt.Println(all[0].Name, all[0].Expect)
 	fmt.Println(all[len(all)-1].Name, all[len(all)-1].Expect)
 	// Output:
-	// 53 scenarios, 19 in the CI subset
+	// 69 scenarios, 23 in the CI subset
 	// none/plain safe
 	// selftest/broken flagged
 }

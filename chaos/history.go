@@ -49,6 +49,11 @@ const (
 	// run: Type TypeLock, TypeLockNoTTL, TypeExpiring or TypePersistent;
 	// Keys holds the Redis key.
 	OpLeftover = "leftover"
+	// OpFailoverLost is a lock value the primary held when the nemesis
+	// killed it that its replica, about to be promoted, did not hold:
+	// Keys holds the client key, Token and Fence the value; T is when the
+	// replica's values were read.
+	OpFailoverLost = "failover-lost"
 )
 
 // Event types, as in Jepsen: an invocation, then ok, fail (surely had no

@@ -80,7 +80,8 @@ func Faults() []string {
 	return []string{FaultNone, FaultPauseHolder, FaultStallHolder, FaultKillClient, FaultKillHolder,
 		FaultKillWaiter, FaultPauseRedis, FaultRedisRestart, FaultRedisRestartAOF, FaultProxyLatency,
 		FaultProxyReset, FaultProxyDrop, FaultScriptFlush, FaultClientPauseWrite, FaultClientKill,
-		FaultClientKillPubSub, FaultEvict}
+		FaultClientKillPubSub, FaultEvict, FaultClusterFailover, FaultClusterKillPrimary, FaultSlotMigration,
+		FaultSentinelFailover}
 }
 
 // RedisConfigFor returns the redis-server configuration that fault needs.
@@ -92,6 +93,20 @@ func RedisConfigFor(fault string) RedisConfig {
 		return RedisConfig{MaxMemory: "4mb", Policy: "allkeys-lru"}
 	}
 	return RedisConfig{}
+}
+
+// KillsPrimary reports whether fault kills a primary whose replica lacks
+// the latest grants: unsafe without Config.Replicas.
+func KillsPrimary(fault string) bool {
+	return fault == FaultClusterKillPrimary || fault == FaultSentinelFailover
+}
+
+// LongHold reports whether the clients of fault hold each lease up to
+// TTL/2 after writing (ClientConfig.LongHold): the faults that make Redis
+// lose data (or, with AOF, must not), where that widens the window in
+// which Redis can grant the keys again while a holder still uses them.
+func LongHold(fault string) bool {
+	return fault == FaultRedisRestart || fault == FaultRedisRestartAOF || KillsPrimary(fault)
 }
 
 // UsesProxy reports whether the clients of a scenario with fault connect
@@ -116,6 +131,16 @@ type nemesis struct {
 	store   *Store
 	rng     *rand.Rand
 	admin   *redis.Client // the runner's connection to Redis, named RunnerClientName
+	// deploy is the Cluster or Sentinel deployment of the faults that
+	// need one (DeploymentFor), instead of redis.
+	deploy *deployment
+	// watcher, if not nil, is told of the changes of layout.
+	watcher *Watcher
+	// voted holds, per Cluster primary, when it last lost its shard to a
+	// failover (see clusterVoteWait).
+	voted map[string]time.Time
+	// failures counts the injections that failed.
+	failures int
 }
 
 func (n *nemesis) run(ctx context.Context) (faults int) {
@@ -124,8 +149,11 @@ func (n *nemesis) run(ctx context.Context) (faults int) {
 		<-ctx.Done()
 		return 0
 	}
-	n.admin = n.redis.RunnerClient()
-	defer n.admin.Close()
+	if n.redis != nil {
+		n.admin = n.redis.RunnerClient()
+		defer n.admin.Close()
+	}
+	n.voted = map[string]time.Time{}
 	if n.fault == FaultEvict {
 		return n.evict(ctx)
 	}
@@ -142,6 +170,14 @@ func (n *nemesis) run(ctx context.Context) (faults int) {
 		}
 		did, err := n.inject(ctx)
 		if err != nil {
+			n.failures++
+			if n.deploy != nil {
+				// A failover or migration that failed leaves the
+				// deployment in a state the next one cannot start from.
+				n.rec.Record(Event{Op: OpFault, Type: TypeFail, Err: err.Error(), Note: "no more faults in this scenario"})
+				<-ctx.Done()
+				return faults
+			}
 			n.rec.Record(Event{Op: OpFault, Type: TypeFail, Err: err.Error()})
 			continue
 		}
@@ -192,6 +228,22 @@ func (n *nemesis) inject(ctx context.Context) (bool, error) {
 		return n.killConns(ctx, false)
 	case FaultClientKillPubSub:
 		return n.killConns(ctx, true)
+	}
+	switch d := DeploymentFor(n.fault); {
+	case d == DeployStandalone:
+		return false, fmt.Errorf("unknown fault %q", n.fault)
+	case n.deploy == nil || (d == DeployCluster) != (n.deploy.cluster != nil):
+		return false, fmt.Errorf("fault %q needs a %s deployment", n.fault, d)
+	}
+	switch n.fault {
+	case FaultClusterFailover:
+		return n.clusterFailover(ctx)
+	case FaultClusterKillPrimary:
+		return n.clusterKillPrimary(ctx)
+	case FaultSlotMigration:
+		return n.slotMigration(ctx)
+	case FaultSentinelFailover:
+		return n.sentinelFailover(ctx)
 	}
 	return false, fmt.Errorf("unknown fault %q", n.fault)
 }

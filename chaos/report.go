@@ -31,12 +31,20 @@ func WriteMarkdown(w io.Writer, rows []Row) error {
 		if n := r.LeftoverLocksNoTTL + r.LeftoverPersistent; n > 0 {
 			left += fmt.Sprintf(" (%d without TTL)", n)
 		}
+		faults := strconv.Itoa(r.Faults)
+		if r.FaultErrors > 0 {
+			faults += fmt.Sprintf(" (%d failed)", r.FaultErrors)
+		}
+		overlaps := fmt.Sprintf("%d/%d", r.Overlaps, r.HardOverlaps)
+		if r.LostLeases > 0 {
+			overlaps += fmt.Sprintf(", %d lost at failover", r.LostLeases)
+		}
 		stall := fmtMS(r.MaxStallMS) + "/" + fmtMS(r.HeadOfLineMaxMS)
 		if r.WatcherEvents == 0 {
 			lost, lag, stall = "-", "-", "-"
 		}
-		if _, err := fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d/%d | %d/%d | %d | %d/%d/%d | %d/%d/%d | %s | %s | %s | %s | %s |\n",
-			r.Name, r.Expect, r.Faults, r.Ops, r.Granted, r.LockFailed, r.LockUnknown, r.Overlaps, r.HardOverlaps,
+		if _, err := fmt.Fprintf(w, "| %s | %s | %s | %d | %d | %d/%d | %s | %d | %d/%d/%d | %d/%d/%d | %s | %s | %s | %s | %s |\n",
+			r.Name, r.Expect, faults, r.Ops, r.Granted, r.LockFailed, r.LockUnknown, overlaps,
 			r.FenceRegressions, r.StaleRejected, r.StaleAccepted, r.LateWritesAccepted,
 			r.UnlockFailed, r.UnlockUnknown, r.UnlockFailedReleased, lost, stall, lag, left, verdict); err != nil {
 			return err

@@ -41,6 +41,11 @@ type Scenario struct {
 	// NoRetries sets the clients' go-redis MaxRetries to -1 (the run's
 	// Options.NoRetries sets it for every scenario).
 	NoRetries bool `json:"no_retries,omitempty"`
+	// Deployment is where Redis runs: DeployStandalone, DeployCluster or
+	// DeploySentinel (DeploymentFor of the fault).
+	Deployment string `json:"deployment,omitempty"`
+	// Replicas is the clients' mutex.Config.Replicas.
+	Replicas int `json:"replicas,omitempty"`
 	// CI marks the scenarios of the subset every CI run covers.
 	CI bool `json:"ci,omitempty"`
 }
@@ -103,6 +108,32 @@ func Scenarios() []Scenario {
 				AutoExtend: v.autoExtend, NoRetries: v.noRetries, CI: v.ci[i]})
 		}
 	}
+	// The replicated deployments, each without and with Config.Replicas.
+	// A failover that kills the primary loses the grants its replica had
+	// not received: unsafe unless the grants wait for the replica.
+	for _, v := range []struct {
+		fault string
+		ci    [2][2]bool // [plain, fifo][without, with Replicas]
+	}{
+		{fault: FaultClusterFailover, ci: [2][2]bool{{false, false}, {true, false}}},
+		{fault: FaultClusterKillPrimary, ci: [2][2]bool{{false, true}, {false, false}}},
+		{fault: FaultSlotMigration, ci: [2][2]bool{{true, false}, {false, false}}},
+		{fault: FaultSentinelFailover, ci: [2][2]bool{{false, false}, {false, true}}},
+	} {
+		for i, mode := range []string{"plain", "fifo"} {
+			for replicas := range 2 {
+				name := v.fault + "/" + mode
+				expect := ExpectSafe
+				if replicas > 0 {
+					name += "+replicas"
+				} else if KillsPrimary(v.fault) {
+					expect = ExpectUnsafe
+				}
+				s = append(s, Scenario{Name: name, Lock: "real", FIFO: i == 1, Fault: v.fault, Expect: expect,
+					Deployment: DeploymentFor(v.fault), Replicas: replicas, CI: v.ci[i][replicas]})
+			}
+		}
+	}
 	return append(s, Scenario{Name: "selftest/broken", Lock: "broken", Fault: FaultPauseHolder, Expect: ExpectFlagged,
 		PauseHolders: true, CI: true})
 }
@@ -119,6 +150,10 @@ type Options struct {
 	Exe       string
 	NoRetries bool      // go-redis MaxRetries -1 instead of its default options
 	Log       io.Writer // progress (nil: discarded)
+	// ClusterSingleKey makes the clients of a Cluster lock one key at a
+	// time, rather than also the hot key and a cold key together (which
+	// lie in different slots) as everywhere else.
+	ClusterSingleKey bool
 }
 
 func (o *Options) defaults() {
@@ -145,15 +180,18 @@ type Row struct {
 	Result
 	Store  StoreStats `json:"store"`
 	Faults int        `json:"faults"`
-	Pass   bool       `json:"pass"`
-	Reason string     `json:"reason,omitempty"`
+	// FaultErrors counts the injections that failed (the nemesis history
+	// says why).
+	FaultErrors int    `json:"fault_errors,omitempty"`
+	Pass        bool   `json:"pass"`
+	Reason      string `json:"reason,omitempty"`
 }
 
 func (r *Row) judge() {
 	// Promises of every scenario with a real lock: fences increase, the
 	// fenced store accepts no stale write, and nothing stays behind. A
-	// safe scenario promises mutual exclusion too; an unsafe one measures
-	// how often it broke.
+	// safe scenario promises mutual exclusion too, and that no failover
+	// loses a valid lease; an unsafe one measures how often they broke.
 	var broken []string
 	add := func(n int, what string) {
 		if n > 0 {
@@ -162,6 +200,7 @@ func (r *Row) judge() {
 	}
 	if r.Expect == ExpectSafe {
 		add(r.HardOverlaps, "hard overlaps")
+		add(r.LostLeases, "leases lost at failover")
 	}
 	add(r.FenceRegressions, "fence regressions")
 	add(r.StaleAccepted, "stale writes accepted")
@@ -192,21 +231,41 @@ func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return row, err
 	}
-	srv, err := StartRedis(dir, RedisConfigFor(sc.Fault))
-	if err != nil {
-		return row, err
-	}
-	defer srv.Stop()
-	// The proxy faults put a Proxy between the clients and Redis; the
-	// runner's own connections go to Redis directly.
-	clientRedis := srv.Addr
-	var proxy *Proxy
-	if UsesProxy(sc.Fault) {
-		if proxy, err = StartProxy(srv.Addr); err != nil {
+	n := &nemesis{fault: sc.Fault, ttl: opts.TTL, rng: rand.New(rand.NewPCG(opts.Seed, 0x9e3779b9))}
+	var (
+		clientURL string
+		topo      Topology
+	)
+	if sc.Deployment == DeployStandalone {
+		srv, err := StartRedis(dir, RedisConfigFor(sc.Fault))
+		if err != nil {
 			return row, err
 		}
-		defer proxy.Close()
-		clientRedis = proxy.Addr
+		defer srv.Stop()
+		n.redis = srv
+		// The proxy faults put a Proxy between the clients and Redis; the
+		// runner's own connections go to Redis directly.
+		clientAddr := srv.Addr
+		if UsesProxy(sc.Fault) {
+			if n.proxy, err = StartProxy(srv.Addr); err != nil {
+				return row, err
+			}
+			defer n.proxy.Close()
+			clientAddr = n.proxy.Addr
+		}
+		clientURL, topo = "redis://"+clientAddr+"/0", StandaloneTopology(srv.Addr)
+	} else {
+		d, err := startDeployment(ctx, dir, sc.Deployment)
+		if err != nil {
+			return row, err
+		}
+		defer func() {
+			if err := d.Close(); err != nil {
+				fmt.Fprintf(opts.Log, "scenario %s: stop %s: %v\n", sc.Name, sc.Deployment, err)
+			}
+		}()
+		n.deploy = d
+		clientURL, topo = d.ClientURL(), d.Topology()
 	}
 	storeRec, err := NewRecorder(filepath.Join(dir, "store.jsonl"), StoreClient)
 	if err != nil {
@@ -229,28 +288,29 @@ func Run(ctx context.Context, sc Scenario, opts Options) (Row, error) {
 		return row, err
 	}
 	defer watchRec.Close()
-	watcher, err := StartWatcher(ctx, srv.Addr, watchRec)
+	watcher, err := WatchTopology(ctx, topo, watchRec)
 	if err != nil {
 		return row, err
 	}
 	defer watcher.Stop()
 
 	end := time.Now().Add(opts.Duration)
-	cl := &clients{exe: opts.Exe, dir: dir, base: ClientConfig{Redis: clientRedis, Store: ss.URL, Lock: sc.Lock,
+	cl := &clients{exe: opts.Exe, dir: dir, base: ClientConfig{Redis: clientURL, Store: ss.URL, Lock: sc.Lock,
 		FIFO: sc.FIFO, TTL: opts.TTL, End: end, Seed: opts.Seed, NoRetries: opts.NoRetries || sc.NoRetries,
 		AutoExtend: sc.AutoExtend, PauseHolders: sc.PauseHolders || sc.Fault == FaultStallHolder,
-		LongHold: sc.Fault == FaultRedisRestart || sc.Fault == FaultRedisRestartAOF}, procs: map[int]*proc{}}
+		LongHold: LongHold(sc.Fault), Replicas: sc.Replicas,
+		MultiKey: sc.Deployment != DeployCluster || !opts.ClusterSingleKey}, procs: map[int]*proc{}}
 	for range opts.Clients {
 		if err := cl.start(); err != nil {
 			cl.killAll()
 			return row, err
 		}
 	}
-	fmt.Fprintf(opts.Log, "scenario %s: %d clients for %v, redis %s\n", sc.Name, opts.Clients, opts.Duration, srv.Addr)
+	fmt.Fprintf(opts.Log, "scenario %s: %d clients for %v, redis %s\n", sc.Name, opts.Clients, opts.Duration, clientURL)
 	nctx, ncancel := context.WithDeadline(ctx, end)
-	n := &nemesis{fault: sc.Fault, ttl: opts.TTL, rec: nemRec, clients: cl, redis: srv, proxy: proxy, store: store,
-		rng: rand.New(rand.NewPCG(opts.Seed, 0x9e3779b9))}
+	n.rec, n.clients, n.store, n.watcher = nemRec, cl, store, watcher
 	row.Faults = n.run(nctx)
+	row.FaultErrors = n.failures
 	ncancel()
 	cl.wait(end.Add(4*opts.TTL + 10*time.Second))
 	_ = watcher.Leftovers(ctx)

@@ -3,6 +3,7 @@ package chaos_test
 import (
 	"bytes"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +79,58 @@ func TestCommandExitCode(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "| none/plain | safe |") {
 		t.Fatalf("no row for none/plain:\n%s", out)
+	}
+}
+
+// TestReplicatedDeployments runs a short scenario on a Cluster whose
+// primary is killed (unsafe without Config.Replicas: the nemesis must find
+// grants the promoted replica lacks) and on a Sentinel deployment with
+// Config.Replicas (safe). Each must inject its fault without error and end
+// every gap in the key watcher's view.
+func TestReplicatedDeployments(t *testing.T) {
+	for _, name := range []string{"cluster-kill-primary/plain", "sentinel-failover/fifo+replicas"} {
+		t.Run(name, func(t *testing.T) {
+			var sc chaos.Scenario
+			for _, s := range chaos.Scenarios() {
+				if s.Name == name {
+					sc = s
+				}
+			}
+			dir := t.TempDir()
+			row, err := chaos.Run(t.Context(), sc, chaos.Options{Clients: 4, Duration: 3 * time.Second,
+				TTL: 400 * time.Millisecond, Seed: 1, Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			if err := chaos.WriteMarkdown(&b, []chaos.Row{row}); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("\n%s", b.String())
+			if !row.Pass || row.Faults == 0 || row.FaultErrors > 0 {
+				t.Fatalf("%s: %s; examples %q", name, row.Reason, row.Examples)
+			}
+			events, err := chaos.ReadHistory(filepath.Join(dir, strings.ReplaceAll(name, "/", "_")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gaps, ends, lost int
+			for _, e := range events {
+				switch {
+				case e.Op == chaos.OpWatcherGap && e.Type == chaos.TypeInvoke:
+					gaps++
+				case e.Op == chaos.OpWatcherGap && e.Type == chaos.TypeOK:
+					ends++
+				case e.Op == chaos.OpFailoverLost:
+					lost++
+				}
+			}
+			if gaps == 0 || ends != gaps {
+				t.Fatalf("%d gaps in the watcher's view, %d ended", gaps, ends)
+			}
+			if sc.Replicas == 0 && lost == 0 {
+				t.Fatal("the promoted replicas had every grant of the killed primaries")
+			}
+		})
 	}
 }

@@ -36,6 +36,19 @@ func (m *Mutex) primaryFor(ctx context.Context, rkey string) (redis.UniversalCli
 	return m.client, nil
 }
 
+// How often, and after how long a pause (growing with each), the
+// confirmation of a grant on a Cluster tries again after a MOVED or ASK
+// reply: about a second in all, well beyond go-redis's reload of its map
+// of the cluster.
+const (
+	maxRedirectWaits = 8
+	redirectPause    = 25 * time.Millisecond
+)
+
+func isRedirect(err error) bool {
+	return redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")
+}
+
 // extendReplicated runs the extend script for l and WAIT in one pipeline,
 // so on one connection: the replicas that acknowledge the extension, which
 // the primary wrote after the grant, have the grant too. It returns the
@@ -43,11 +56,12 @@ func (m *Mutex) primaryFor(ctx context.Context, rkey string) (redis.UniversalCli
 // a *notReplicatedError if too few replicas acknowledged.
 func (l *lease) extendReplicated(ctx context.Context) (int64, error) {
 	m := l.m
-	c, err := m.primaryFor(ctx, l.rkeys[0])
-	if err != nil {
-		return 0, err
-	}
-	for loaded := false; ; loaded = true {
+	loaded := false
+	for redirects := 0; ; {
+		c, err := m.primaryFor(ctx, l.rkeys[0])
+		if err != nil {
+			return 0, err
+		}
 		pipe := c.Pipeline()
 		var ext *redis.Cmd
 		if loaded {
@@ -59,6 +73,20 @@ func (l *lease) extendReplicated(ctx context.Context) (int64, error) {
 		_, _ = pipe.Exec(ctx)
 		idx, err := ext.Int64()
 		if isNoScript(err) && !loaded {
+			loaded = true
+			continue
+		}
+		if cc, ok := m.client.(*redis.ClusterClient); ok && isRedirect(err) && redirects < maxRedirectWaits {
+			// The key's slot moved, and go-redis's map of the cluster,
+			// which primaryFor follows, is behind: reload it and try
+			// again. The extension is safe to repeat.
+			redirects++
+			cc.ReloadState(ctx)
+			select {
+			case <-ctx.Done():
+				return 0, err
+			case <-time.After(time.Duration(redirects) * redirectPause):
+			}
 			continue
 		}
 		if err != nil || idx != 0 {

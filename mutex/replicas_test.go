@@ -201,6 +201,24 @@ func TestReplicasCluster(t *testing.T) {
 		require.NoError(t, l.Extend(ctx))
 		require.NoError(t, l.Unlock(ctx))
 	}
+	// The slot of a key moves, behind the back of the Mutex's client: the
+	// grant goes to the new owner through go-redis's redirection, and its
+	// confirmation follows it there, though go-redis's map of the cluster
+	// is behind.
+	for i, k := range []string{"a", "b", "c"} {
+		rkey := cfg.Prefix + ":{" + k + "}"
+		from := cluster.PrimaryFor(t, rkey)
+		primaries := cluster.Primaries(t)
+		to := primaries[i%len(primaries)]
+		if to == from {
+			to = primaries[(i+1)%len(primaries)]
+		}
+		cluster.MigrateSlot(t, redistest.Slot(rkey), to)
+		l, err := m.Lock(ctx, k)
+		require.NoError(t, err, "Lock of %s right after its slot moved", k)
+		require.NoError(t, l.Extend(ctx))
+		require.NoError(t, l.Unlock(ctx))
+	}
 }
 
 // BenchmarkReplicas measures Lock+Unlock with Replicas: 1 against the same

@@ -26,6 +26,7 @@ func run() int {
 	flag.DurationVar(&opts.TTL, "ttl", 0, "lock TTL (default 500ms)")
 	flag.Uint64Var(&opts.Seed, "seed", 1, "random seed")
 	flag.BoolVar(&opts.NoRetries, "no-retries", false, "clients set go-redis MaxRetries to -1 instead of the default options")
+	flag.BoolVar(&opts.ClusterSingleKey, "cluster-single-key", false, "clients on a Redis Cluster lock one key at a time, never the hot key and a cold key (two slots) together")
 	dir := flag.String("dir", "", "work directory for histories and logs (default: a new temporary directory)")
 	only := flag.String("scenarios", "", "comma-separated scenario names to run (default: all); -list shows them")
 	list := flag.Bool("list", false, "list the scenarios and exit")
