@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -250,8 +251,9 @@ func (r *Result) checkFailoverLoss(events []Event) {
 	type life struct {
 		client    int
 		granted   int64
-		deadlines []deadlineAt // as recorded, in time order
-		unlock    int64        // Unlock invoked (0: never)
+		fences    map[string]int64 // per key
+		deadlines []deadlineAt     // as recorded, in time order
+		unlock    int64            // Unlock invoked (0: never)
 	}
 	leases := map[string]*life{}
 	var losses []Event
@@ -259,7 +261,14 @@ func (r *Result) checkFailoverLoss(events []Event) {
 		switch e.Op {
 		case OpLock:
 			if e.Type == TypeOK {
-				leases[e.Token] = &life{client: e.Client, granted: e.T, deadlines: []deadlineAt{{e.T, e.Deadline}}}
+				l := &life{client: e.Client, granted: e.T, fences: map[string]int64{}, deadlines: []deadlineAt{{e.T, e.Deadline}}}
+				for i, k := range e.Keys {
+					l.fences[k] = e.Fence
+					if i < len(e.KeyFences) {
+						l.fences[k] = e.KeyFences[i]
+					}
+				}
+				leases[e.Token] = l
 			}
 		case OpCheck, OpWrite, OpDone:
 			if l := leases[e.Token]; l != nil && e.Deadline != 0 {
@@ -277,6 +286,13 @@ func (r *Result) checkFailoverLoss(events []Event) {
 	for _, e := range losses {
 		l := leases[e.Token]
 		if l == nil || counted[e.Token] || (l.unlock != 0 && l.unlock <= e.T) {
+			continue
+		}
+		if f, ok := l.fences[e.Keys[0]]; ok && e.Fence != 0 && f != 0 && f != e.Fence {
+			// Another grant to the same token: a FIFO handover that the
+			// failover lost before it was confirmed, after which the
+			// waiter, still at the head of the queue the replica had,
+			// was granted the key anew.
 			continue
 		}
 		var deadline int64
@@ -448,6 +464,7 @@ const (
 type hold struct {
 	key     string
 	token   string // empty when the value is unknown
+	fence   int64
 	start   int64
 	end     int64
 	endKind string
@@ -500,7 +517,7 @@ func buildKeyView(events []Event) keyView {
 			// notification arrives a little later.
 			start = f
 		}
-		cur[k] = &hold{key: k, token: e.Token, start: start, expires: e.Expires}
+		cur[k] = &hold{key: k, token: e.Token, fence: e.Fence, start: start, expires: e.Expires}
 	}
 	endKnown := func(t int64) {
 		if knownSince >= 0 {
@@ -683,10 +700,22 @@ func (r *Result) checkWatched(events []Event) {
 		holdSpans[h.key] = append(holdSpans[h.key], span{h.start, h.end})
 	}
 
-	// Lost grants.
+	// Lost grants. A grant of a slot group of a multi-slot lease has a
+	// token of its own, which the client did not record, and the fence the
+	// lease reported for the group's keys.
+	granted := map[string]bool{} // key and fence of every key of a lease
+	for _, e := range events {
+		if e.Op == OpLock && e.Type == TypeOK {
+			for i, f := range e.KeyFences {
+				if i < len(e.Keys) {
+					granted[e.Keys[i]+"\x00"+strconv.FormatInt(f, 10)] = true
+				}
+			}
+		}
+	}
 	lost := map[string]hold{} // token -> its longest hold
 	for _, h := range v.holds {
-		if h.token == "" || leases[h.token] != nil {
+		if h.token == "" || leases[h.token] != nil || granted[h.key+"\x00"+strconv.FormatInt(h.fence, 10)] {
 			continue
 		}
 		if l, ok := lost[h.token]; !ok || h.end-h.start > l.end-l.start {

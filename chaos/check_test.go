@@ -152,6 +152,35 @@ func TestCheckLostGrants(t *testing.T) {
 	}
 }
 
+// On a Cluster, the second slot group of a two-key lease is granted under a
+// token of its own, with the fence the lease reports for its key: not a
+// lost grant.
+func TestCheckMultiSlotGroupIsNoLostGrant(t *testing.T) {
+	setHot := redisEv(chaos.TypeSet, "hot", "a", 10)
+	setHot.Fence = 10
+	setCold := redisEv(chaos.TypeSet, "cold0", "a2", 12)
+	setCold.Fence = 12
+	lock := clientEv(1, chaos.OpLock, chaos.TypeOK, 13, "a", "hot", "cold0")
+	lock.Fence, lock.KeyFences = 10, []int64{10, 12}
+	stray := redisEv(chaos.TypeSet, "cold1", "z", 40)
+	stray.Fence = 12 // a fence of another key's grant
+	h := history([]chaos.Event{
+		watcherEv(chaos.OpWatcher, chaos.TypeStart, 0),
+		setHot,
+		setCold,
+		lock,
+		redisEv(chaos.TypeDel, "hot", "", 20),
+		redisEv(chaos.TypeDel, "cold0", "", 21),
+		stray,
+		redisEv(chaos.TypeDel, "cold1", "", 50),
+		watcherEv(chaos.OpWatcher, chaos.TypeStop, 400),
+	})
+	r := chaos.Check(h)
+	if r.LostGrants != 1 || r.Broken() {
+		t.Fatalf("want 1 lost grant (z on cold1), none for the lease's group on cold0: %+v", r)
+	}
+}
+
 func TestCheckUnlockFailedReleased(t *testing.T) {
 	h := history([]chaos.Event{
 		watcherEv(chaos.OpWatcher, chaos.TypeStart, 0),
@@ -324,11 +353,18 @@ func TestCheckFailoverLoss(t *testing.T) {
 	loss := func(token string, at int64) chaos.Event {
 		return chaos.Event{Client: -2, Op: chaos.OpFailoverLost, Type: chaos.TypeOK, T: at, Keys: []string{"hot"}, Token: token}
 	}
+	// A FIFO handover to "regranted" (fence 4) is lost before it was
+	// confirmed; the waiter is granted the key anew on the promoted
+	// replica (fence 5).
+	handover := loss("regranted", 100)
+	handover.Fence = 4
 	h := history(
 		grant(1, "hot", "valid", 1, 0, 10, 20, 200),
 		grant(2, "hot", "ended", 2, 0, 5, 8, 90),
 		grant(3, "hot", "unlocking", 3, 0, 15, 20, 200),
+		grant(4, "hot", "regranted", 5, 0, 150, 160, 300),
 		[]chaos.Event{
+			handover,
 			{Client: 3, Op: chaos.OpUnlock, Type: chaos.TypeInvoke, T: 50, Token: "unlocking", Keys: []string{"hot"}},
 			loss("valid", 100),
 			{Client: -2, Op: chaos.OpFailoverLost, Type: chaos.TypeOK, T: 100, Keys: []string{"cold0"}, Token: "valid"},

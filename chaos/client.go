@@ -268,6 +268,11 @@ func cycle(ctx context.Context, rec *Recorder, locker mutex.Locker, w *StoreWrit
 		if err != nil {
 			e.Err = err.Error()
 		}
+		if op == OpLock {
+			for _, k := range keys {
+				e.KeyFences = append(e.KeyFences, lease.FenceOf(k))
+			}
+		}
 		rec.Record(e)
 	}
 	ev(OpLock, TypeOK, nil)

@@ -91,7 +91,11 @@ type Event struct {
 	T      int64    `json:"t"` // wall clock, Unix nanoseconds, shared by all processes of one host
 	Keys   []string `json:"keys,omitempty"`
 	Fence  int64    `json:"fence,omitempty"`
-	Token  string   `json:"token,omitempty"`
+	// KeyFences are, on a granted Lock, the fence of each of Keys
+	// (Lease.FenceOf): on a Cluster, the slot groups of a multi-key lease
+	// are granted apart, each under a token and a fence of its own.
+	KeyFences []int64 `json:"key_fences,omitempty"`
+	Token     string  `json:"token,omitempty"`
 	// Deadline is mutex.Deadline of the lease, Unix nanoseconds (0 if unknown).
 	Deadline int64  `json:"deadline,omitempty"`
 	Err      string `json:"err,omitempty"`

@@ -315,36 +315,7 @@ func (c *Cluster) Failover(t testing.TB, key string) time.Duration {
 // cluster being usable with the promoted replica (before the restart).
 func (c *Cluster) KillPrimary(t testing.TB, key string) time.Duration {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), clusterWait)
-	defer cancel()
-	slot := Slot(key)
-	if err := c.waitHealthy(ctx); err != nil {
-		t.Fatal(err.Error())
-	}
-	primary, replica := c.shard(t, slot)
-	primary.Kill(t)
-	start := time.Now()
-	// A forced failover still needs the votes of the other primaries; if
-	// the election fails it is started again.
-	for {
-		if err := c.admin(replica).Do(ctx, "CLUSTER", "FAILOVER", "FORCE").Err(); err != nil {
-			t.Fatalf("redistest: CLUSTER FAILOVER FORCE on %s: %v", replica.Addr(), err)
-		}
-		attempt, cancelAttempt := context.WithTimeout(ctx, 5*time.Second)
-		err := c.waitOwner(attempt, slot, replica, false)
-		cancelAttempt()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal(err.Error())
-		}
-	}
-	took := time.Since(start)
-	primary.Restart(t)
-	if err := c.waitHealthy(ctx); err != nil {
-		t.Fatal(err.Error())
-	}
+	_, took := c.KillPrimaryAt(t, key, false)
 	return took
 }
 
