@@ -179,23 +179,31 @@ func lostValues(primary, replica map[string]string) []string {
 	return lost
 }
 
-// clusterFailover runs a graceful CLUSTER FAILOVER of the hot key's shard.
-func (n *nemesis) clusterFailover(ctx context.Context) (bool, error) {
+// hotShard returns the primary and the replica of the hot key's shard, and
+// whether the other primaries will vote for a failover of it now (see
+// waitVotes).
+func (n *nemesis) hotShard(ctx context.Context) (primary, replica *redistest.Server, ready bool, err error) {
 	c := n.deploy.cluster
-	var primary, replica *redistest.Server
 	if err := n.deploy.h.run(func() {
 		primary, replica = c.PrimaryFor(n.deploy.h, hotRedisKey), c.ReplicaFor(n.deploy.h, hotRedisKey)
 	}); err != nil {
-		return false, err
+		return nil, nil, false, err
 	}
-	if !n.waitVotes(ctx, primary.Addr()) {
-		return false, nil
+	return primary, replica, n.waitVotes(ctx, primary.Addr()), nil
+}
+
+// clusterFailover runs a graceful CLUSTER FAILOVER of the hot key's shard.
+func (n *nemesis) clusterFailover(ctx context.Context) (bool, error) {
+	c := n.deploy.cluster
+	primary, replica, ready, err := n.hotShard(ctx)
+	if !ready {
+		return false, err
 	}
 	what := fmt.Sprintf("CLUSTER FAILOVER: replica %s takes slot %d from primary %s", replica.Addr(), redistest.Slot(hotRedisKey), primary.Addr())
 	n.rec.Record(Event{Op: OpFault, Type: TypeInvoke, Note: what})
 	n.beginChange(what)
 	var took time.Duration
-	err := n.deploy.h.run(func() { took = c.Failover(n.deploy.h, hotRedisKey) })
+	err = n.deploy.h.run(func() { took = c.Failover(n.deploy.h, hotRedisKey) })
 	n.endChange()
 	n.voted[primary.Addr()] = time.Now()
 	if err != nil {
@@ -209,14 +217,9 @@ func (n *nemesis) clusterFailover(ctx context.Context) (bool, error) {
 // stopped, and promotes the replica with CLUSTER FAILOVER FORCE.
 func (n *nemesis) clusterKillPrimary(ctx context.Context) (bool, error) {
 	c := n.deploy.cluster
-	var primary, replica *redistest.Server
-	if err := n.deploy.h.run(func() {
-		primary, replica = c.PrimaryFor(n.deploy.h, hotRedisKey), c.ReplicaFor(n.deploy.h, hotRedisKey)
-	}); err != nil {
+	primary, replica, ready, err := n.hotShard(ctx)
+	if !ready {
 		return false, err
-	}
-	if !n.waitVotes(ctx, primary.Addr()) {
-		return false, nil
 	}
 	slot := redistest.Slot(hotRedisKey)
 	what := fmt.Sprintf("replication of slot %d stops (SIGSTOP replica %s, CLIENT KILL TYPE replica on %s), then SIGKILL primary %s and CLUSTER FAILOVER FORCE",

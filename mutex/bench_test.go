@@ -195,32 +195,7 @@ func BenchmarkHandoff(b *testing.B) {
 // handoff: after a millisecond idle, a PUBLISH from c reaches a subscriber on
 // its own connection, which then makes one round trip.
 func floorProbe(b *testing.B, srv *redistest.Server, c *redis.Client) func() time.Duration {
-	ctx := context.Background()
-	sub := srv.Client(b)
-	ps := sub.Subscribe(ctx, "bench-floor")
-	b.Cleanup(func() { ps.Close() })
-	if _, err := ps.Receive(ctx); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan time.Time)
-	go func() {
-		defer close(done)
-		for {
-			if _, err := ps.ReceiveMessage(ctx); err != nil {
-				return
-			}
-			_ = sub.Ping(ctx).Err()
-			done <- time.Now()
-		}
-	}()
-	return func() time.Duration {
-		time.Sleep(time.Millisecond)
-		start := time.Now()
-		if err := c.Publish(ctx, "bench-floor", "").Err(); err != nil {
-			b.Fatal(err)
-		}
-		return (<-done).Sub(start)
-	}
+	return pubsubFloor(b, c, srv.Client(b), false)
 }
 
 // BenchmarkContended reproduces a hot key: the lock is held hold per grant

@@ -41,19 +41,7 @@ func spread(p string, n int) []string {
 // clusterKeysLeft returns the Redis keys that start with p on every primary.
 func clusterKeysLeft(t testing.TB, c *redis.ClusterClient, p string) []string {
 	t.Helper()
-	var mu sync.Mutex
-	var all []string
-	err := c.ForEachMaster(context.Background(), func(ctx context.Context, n *redis.Client) error {
-		keys, err := n.Keys(ctx, p+"*").Result()
-		mu.Lock()
-		all = append(all, keys...)
-		mu.Unlock()
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return all
+	return must[[]string](t)(redistest.Keys(t.Context(), c, p+"*"))
 }
 
 func TestClusterMultiKeyAcrossSlots(t *testing.T) {
