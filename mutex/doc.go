@@ -167,6 +167,13 @@
 // A Ring client gets no grouping: its multi-key calls must stay on one
 // shard.
 //
+// While a slot migrates, a call on its keys may be redirected more often
+// than go-redis's ClusterOptions.MaxRedirects allows, or told TRYAGAIN by
+// a script whose keys are split between the two nodes. The Mutex then
+// reloads go-redis's map of the cluster and sends the call again, for
+// about a second, before it returns that reply as the error; the scripts
+// tell such a re-send from a new request.
+//
 // On Redis 7 and later, releases and FIFO wake-ups on a Cluster go through
 // sharded pub/sub (SPUBLISH, SSUBSCRIBE), on channels in the lock key's
 // slot, so only the shard that owns a key carries its messages, instead of

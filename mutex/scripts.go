@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -74,20 +75,52 @@ func (c *sendCounter) String() string { return "-" }
 // that failed before it was sent (no connection, say), or more than once,
 // when go-redis sent it again after losing a reply. The last of args must
 // be a new *sendCounter, which counts the writes.
+//
+// On a Cluster, a call that go-redis gives up on with a MOVED, ASK or
+// TRYAGAIN reply, while a slot migrates and its map of the cluster lags,
+// is sent again after a reload of that map, up to maxRedirectWaits times:
+// those replies say that the node did not run the script, and the scripts
+// take a re-send of a request (under its token) for what it is.
 func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) (*redis.Cmd, int32) {
 	sc := args[len(args)-1].(*sendCounter)
-	cmd := s.EvalSha(ctx, c, keys, args...)
-	if !isNoScript(cmd.Err()) {
-		return cmd, sc.n.Load()
+	cc, _ := c.(*redis.ClusterClient)
+	loaded := false
+	for redirects := 0; ; {
+		var cmd *redis.Cmd
+		if loaded {
+			cmd = s.Eval(ctx, c, keys, args...)
+		} else {
+			cmd = s.EvalSha(ctx, c, keys, args...)
+		}
+		err := cmd.Err()
+		if isNoScript(err) && !loaded {
+			// The send answered NOSCRIPT did not run, but one before it
+			// whose reply was lost may have. The script is loaded with
+			// the next call.
+			earlier := sc.n.Load() - 1
+			sc = new(sendCounter)
+			sc.n.Store(earlier)
+			args[len(args)-1] = sc
+			loaded = true
+			continue
+		}
+		if cc == nil || !isRerouted(err) || redirects >= maxRedirectWaits {
+			return cmd, sc.n.Load()
+		}
+		redirects++
+		cc.ReloadState(ctx)
+		select {
+		case <-ctx.Done():
+			return cmd, sc.n.Load()
+		case <-time.After(time.Duration(redirects) * redirectPause):
+		}
 	}
-	// The send answered NOSCRIPT did not run, but one before it whose
-	// reply was lost may have. The script is loaded with the next call.
-	earlier := sc.n.Load() - 1
-	sc = new(sendCounter)
-	sc.n.Store(earlier)
-	args[len(args)-1] = sc
-	cmd = s.Eval(ctx, c, keys, args...)
-	return cmd, sc.n.Load()
+}
+
+// isRerouted reports whether err is a Cluster's reply that the request
+// belongs on another node, or on this one once a migration ends.
+func isRerouted(err error) bool {
+	return isRedirect(err) || redis.HasErrorPrefix(err, "TRYAGAIN")
 }
 
 // unknownOutcome reports whether a request that failed with err after
