@@ -61,7 +61,11 @@
 // then on it waits for that key only, and the waiters behind it may take its
 // other keys meanwhile: a free key never waits behind a busy one. A lost
 // announcement never strands a waiter: it re-checks when the holder's TTL
-// runs out.
+// runs out. A release by a Mutex whose own goroutines wait for the key
+// wakes the first of them at once, without waiting for its announcement to
+// come back: without FIFO, a waiter of the releasing process may so take
+// the key before the waiters of other processes (barging); FIFO mode keeps
+// the order of arrival across processes.
 //
 // A wait that ends with its context returns a *NotObtainedError for which
 // both errors.Is(err, ErrNotObtained) and errors.Is(err, ctx.Err()) hold,
@@ -90,6 +94,23 @@
 // (TryLock fails with an error wrapping os.ErrDeadlineExceeded). Err compares
 // the deadline with the clock itself, so it never reports a lease as held
 // past its deadline.
+//
+// # Batching
+//
+// A Mutex sends its script calls (acquire, release, extend and the FIFO
+// scripts) at once while it has fewer than eight requests in flight, each
+// on a connection of the client's pool, exactly as go-redis sends a
+// command. Beyond that, the calls made meanwhile collect in one batch,
+// which goes out as a pipeline, in one write on one connection, as soon as
+// a request in flight returns: an idle or lightly used Mutex adds no
+// latency, and a busy one needs far fewer round trips and system calls per
+// call than one connection per call. On a Cluster, go-redis splits a batch
+// by node. Every call in a batch keeps its own context: a caller whose
+// context ends returns at once, a call that was not sent yet is dropped,
+// and a call already sent has an unknown outcome, handled as below. A
+// batch runs until the last of its callers' deadlines, or without one if
+// a caller has none; a goroutine of the Mutex sends batches while calls
+// keep coming, and ends when none waits.
 //
 // # FIFO mode
 //

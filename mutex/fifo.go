@@ -154,7 +154,7 @@ func (f *fifo) release(ctx context.Context, l *lease) (int, bool, error) {
 	for _, k := range l.rkeys {
 		keys = append(keys, k, queueKey(k))
 	}
-	cmd, sends := runCounted(ctx, f.m.client, fifoReleaseScript, keys, l.value, l.fence, l.young(), f.wakeBase, fifoLivenessMS, new(sendCounter))
+	cmd, sends := runCounted(ctx, &f.m.batch, fifoReleaseScript, keys, l.value, l.fence, l.young(), f.wakeBase, fifoLivenessMS, new(sendCounter))
 	n, err := cmd.Int()
 	return n, sends > 1, err
 }
@@ -176,7 +176,7 @@ func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try
 		onlyTry = "1"
 	}
 	start := time.Now()
-	cmd, sends := runCounted(ctx, f.m.client, fifoLockScript, fifoKeys(rkeys, token), token, f.m.ttlMS, fifoQueueTTLMS, onlyTry, new(sendCounter))
+	cmd, sends := runCounted(ctx, &f.m.batch, fifoLockScript, fifoKeys(rkeys, token), token, f.m.ttlMS, fifoQueueTTLMS, onlyTry, new(sendCounter))
 	res, err := cmd.Slice()
 	if err != nil {
 		f.failed(rkeys, token, sends, err)
@@ -197,7 +197,7 @@ func (f *fifo) join(ctx context.Context, keys, rkeys []string, token string, try
 // released; a claim under the same token would find it and take it back).
 func (f *fifo) claim(ctx context.Context, keys, rkeys []string, token string) (l *lease, lost bool, err error) {
 	start := time.Now()
-	cmd, sends := runCounted(ctx, f.m.client, fifoClaimScript, fifoKeys(rkeys, token), token, f.m.ttlMS, new(sendCounter))
+	cmd, sends := runCounted(ctx, &f.m.batch, fifoClaimScript, fifoKeys(rkeys, token), token, f.m.ttlMS, new(sendCounter))
 	res, err := cmd.Slice()
 	if err != nil {
 		f.failed(rkeys, token, sends, err)

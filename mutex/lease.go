@@ -11,7 +11,8 @@ import (
 
 // lease is the Lease of a Mutex. Its validity deadline is the start of the
 // acquire (or of the last successful Extend) plus the TTL minus the drift
-// allowance, on the monotonic clock; a timer ends the lease when it passes.
+// allowance, on the monotonic clock. Err compares it with the clock; once
+// Done was called, a timer also ends the lease when the deadline passes.
 type lease struct {
 	m     *Mutex
 	keys  []string
@@ -24,9 +25,10 @@ type lease struct {
 	seen time.Time
 
 	mu       sync.Mutex
-	timer    *time.Timer
 	deadline time.Time
+	// done and timer are made by the first call of Done.
 	done     chan struct{}
+	timer    *time.Timer
 	err      error // why the lease ended; nil while held
 	unlocked bool  // Unlock succeeded or found the keys gone
 	// unlocking counts Unlock calls in flight: an Extend that finds the
@@ -68,11 +70,9 @@ func (m *Mutex) newLeaseFor(keys, rkeys []string, token, fenceStr string, fence 
 		fence: fence,
 		value: token + ":" + fenceStr,
 		seen:  seen,
-		done:  make(chan struct{}),
 	}
 	l.mu.Lock()
 	l.deadline = start.Add(validity - driftFor(validity))
-	l.timer = time.AfterFunc(time.Until(l.deadline), l.expire)
 	l.expireLocked()
 	l.mu.Unlock()
 	return l
@@ -81,12 +81,15 @@ func (m *Mutex) newLeaseFor(keys, rkeys []string, token, fenceStr string, fence 
 // young tells the release script whether the server clock may not have
 // passed the lease's fence yet: only for a lease granted a couple of
 // milliseconds ago.
-func (l *lease) young() string {
+func (l *lease) young() any {
 	if time.Since(l.seen) < 2*time.Millisecond {
-		return "1"
+		return argYes
 	}
-	return "0"
+	return argNo
 }
+
+// Script arguments "1" and "0", boxed once.
+var argYes, argNo any = "1", "0"
 
 func (l *lease) Keys() []string { return append([]string(nil), l.keys...) }
 func (l *lease) Token() string  { return l.token }
@@ -108,7 +111,30 @@ func (l *lease) FenceOf(key string) int64 {
 	return 0
 }
 
-func (l *lease) Done() <-chan struct{} { return l.done }
+func (l *lease) Done() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done == nil {
+		l.done = make(chan struct{})
+		if l.err != nil {
+			close(l.done)
+			return l.done
+		}
+		l.expireLocked() // closes done if the validity ran out
+		if l.err == nil {
+			l.timer = time.AfterFunc(time.Until(l.deadline), l.expire)
+		}
+	}
+	return l.done
+}
+
+// rearmLocked moves the expiry timer, if Done made one, to the deadline.
+// l.mu must be held.
+func (l *lease) rearmLocked() {
+	if l.timer != nil {
+		l.timer.Reset(time.Until(l.deadline))
+	}
+}
 
 // Err reports the end of the lease. It compares the validity deadline with
 // the clock itself, so it never reports a lease held past its deadline,
@@ -148,8 +174,12 @@ func (l *lease) endLocked(err error) {
 		return
 	}
 	l.err = err
-	l.timer.Stop()
-	close(l.done)
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	if l.done != nil {
+		close(l.done)
+	}
 }
 
 // Extend resets the TTL of every key to the Mutex's TTL if the lease still
@@ -172,7 +202,7 @@ func (l *lease) Extend(ctx context.Context) error {
 		}
 		return l.extended(start, idx, err)
 	}
-	idx, err := extendScript.Run(ctx, l.m.client, l.rkeys, l.value, l.m.ttlMS).Int64()
+	idx, err := l.m.runScript(ctx, extendScript, l.rkeys, l.value, l.m.ttlMS).Int64()
 	return l.extended(start, idx, err)
 }
 
@@ -200,7 +230,7 @@ func (l *lease) partExtended() {
 		return
 	}
 	l.deadline = partsDeadline(l.parts)
-	l.timer.Reset(time.Until(l.deadline))
+	l.rearmLocked()
 }
 
 // extendedPart applies the outcome of the extend script started at start
@@ -224,7 +254,7 @@ func (l *lease) extendedPart(start time.Time, idx int64, err error) error {
 		return fmt.Errorf("extend: %w", l.err)
 	}
 	l.deadline = start.Add(l.m.ttl - driftFor(l.m.ttl))
-	l.timer.Reset(time.Until(l.deadline))
+	l.rearmLocked()
 	return nil
 }
 

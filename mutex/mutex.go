@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,11 +130,11 @@ type Mutex struct {
 	client redis.UniversalClient
 	prefix string
 	ttl    time.Duration
-	ttlMS  string
+	ttlMS  any // the TTL in milliseconds, a decimal string
 	mode   mode
 	// sharded is "1" on a Redis Cluster, where the scripts announce
 	// releases through sharded pub/sub when the server has it.
-	sharded string
+	sharded any
 	// replicas must acknowledge a grant or an extension within
 	// replicaTimeout (Config.Replicas); zero turns WAIT off.
 	replicas       int
@@ -146,6 +147,7 @@ type Mutex struct {
 	bgCtx    context.Context // cancelled by Close
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup // background work, registered under mu
+	batch    batcher        // sends the script calls
 }
 
 // mode is how a Mutex waits for, grants and releases locks.
@@ -237,6 +239,7 @@ func New(client redis.UniversalClient, cfg Config) (*Mutex, error) {
 		replicaTimeout: replicaTimeout.Truncate(time.Millisecond),
 		sharded:        "0",
 	}
+	m.batch = batcher{client: client, inFlightMax: maxInFlight}
 	if _, ok := client.(*redis.ClusterClient); ok {
 		m.sharded = "1"
 	}
@@ -524,7 +527,16 @@ func (m *Mutex) newToken(kind string) (string, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("token: %w", err)
 	}
-	return m.id + "." + kind + base64.RawURLEncoding.EncodeToString(b[:]), nil
+	enc := base64.RawURLEncoding
+	var sb strings.Builder
+	sb.Grow(len(m.id) + 1 + len(kind) + enc.EncodedLen(len(b)))
+	sb.WriteString(m.id)
+	sb.WriteByte('.')
+	sb.WriteString(kind)
+	var e [22]byte
+	enc.Encode(e[:], b[:])
+	sb.Write(e[:])
+	return sb.String(), nil
 }
 
 // ended turns an error of a request made for a Lock into the error to

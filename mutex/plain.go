@@ -138,7 +138,7 @@ func (p *plain) attempt(ctx context.Context, keys, rkeys []string) (*lease, *Not
 	// attempt of this call uses at the same time.
 	akeys := append(rkeys[:len(rkeys):cap(rkeys)], markerKey(rkeys[0], token))
 	start := time.Now()
-	cmd, sends := runCounted(ctx, m.client, acquireScript, akeys, token, m.ttlMS, new(sendCounter))
+	cmd, sends := runCounted(ctx, &m.batch, acquireScript, akeys, token, m.ttlMS, new(sendCounter))
 	res, err := cmd.Slice()
 	if err != nil {
 		if unknownOutcome(sends, err) {
@@ -376,8 +376,18 @@ func (p *plain) dequeue(w *waiter, acquired bool) {
 // renewed subscription), the first local waiter that claims the key, if it
 // may try. Every other waiter that claims the key notes the release it
 // missed: it tries once the waiters ahead of it no longer claim its keys,
-// as when the first one's attempt finds another of its keys held.
-func (p *plain) message(key, _ string) {
+// as when the first one's attempt finds another of its keys held. The
+// announcement of a release by this Mutex, which names its id, is left
+// alone: release woke the waiters already.
+func (p *plain) message(key, payload string) {
+	if payload != "" && payload == p.m.id {
+		return
+	}
+	p.released(key)
+}
+
+// released does message's work for a release of key.
+func (p *plain) released(key string) {
 	p.m.mu.Lock()
 	defer p.m.mu.Unlock()
 	q := p.queues[key]
@@ -426,9 +436,16 @@ func (p *plain) check(ctx context.Context, rkeys []string) (int64, error) {
 	return p.m.client.Exists(ctx, rkeys...).Result()
 }
 
-// release runs the release script for l.
+// release runs the release script for l. When the script may have
+// released a key, the Mutex's own waiters for it are woken at once,
+// without waiting for the announcement to come back through pub/sub.
 func (p *plain) release(ctx context.Context, l *lease) (int, bool, error) {
-	cmd, sends := runCounted(ctx, p.m.client, releaseScript, l.rkeys, l.value, l.fence, l.young(), p.m.sharded, new(sendCounter))
+	cmd, sends := runCounted(ctx, &p.m.batch, releaseScript, l.rkeys, l.value, l.fence, l.young(), p.m.sharded, new(sendCounter))
 	n, err := cmd.Int()
+	if n > 0 || (err != nil && sends > 0) {
+		for _, k := range l.rkeys {
+			p.released(k)
+		}
+	}
 	return n, sends > 1, err
 }

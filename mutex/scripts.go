@@ -15,32 +15,59 @@ var (
 	libSrc string
 	//go:embed scripts/acquire.lua
 	acquireSrc    string
-	acquireScript = redis.NewScript(libSrc + acquireSrc)
+	acquireScript = newScript(libSrc + acquireSrc)
 	//go:embed scripts/release.lua
 	releaseSrc    string
-	releaseScript = redis.NewScript(libSrc + releaseSrc)
+	releaseScript = newScript(libSrc + releaseSrc)
 	//go:embed scripts/release_token.lua
 	releaseTokenSrc    string
-	releaseTokenScript = redis.NewScript(libSrc + releaseTokenSrc)
+	releaseTokenScript = newScript(libSrc + releaseTokenSrc)
 	//go:embed scripts/extend.lua
 	extendSrc    string
-	extendScript = redis.NewScript(libSrc + extendSrc)
+	extendScript = newScript(libSrc + extendSrc)
 	//go:embed scripts/fifo_lock.lua
 	fifoLockSrc    string
-	fifoLockScript = redis.NewScript(libSrc + fifoLockSrc)
+	fifoLockScript = newScript(libSrc + fifoLockSrc)
 	//go:embed scripts/fifo_claim.lua
 	fifoClaimSrc    string
-	fifoClaimScript = redis.NewScript(libSrc + fifoClaimSrc)
+	fifoClaimScript = newScript(libSrc + fifoClaimSrc)
 	//go:embed scripts/fifo_release.lua
 	fifoReleaseSrc    string
-	fifoReleaseScript = redis.NewScript(libSrc + fifoReleaseSrc)
+	fifoReleaseScript = newScript(libSrc + fifoReleaseSrc)
 	//go:embed scripts/fifo_refresh.lua
 	fifoRefreshSrc    string
-	fifoRefreshScript = redis.NewScript(libSrc + fifoRefreshSrc)
+	fifoRefreshScript = newScript(libSrc + fifoRefreshSrc)
 	//go:embed scripts/fifo_leave.lua
 	fifoLeaveSrc    string
-	fifoLeaveScript = redis.NewScript(libSrc + fifoLeaveSrc)
+	fifoLeaveScript = newScript(libSrc + fifoLeaveSrc)
 )
+
+// script is a Lua script, with its source and hash boxed once as command
+// arguments.
+type script struct {
+	*redis.Script
+	src, hash any
+}
+
+func newScript(src string) *script {
+	s := redis.NewScript(src)
+	return &script{Script: s, src: src, hash: s.Hash()}
+}
+
+// evalArgs returns the arguments of an EVALSHA of s: keys, then args.
+func (s *script) evalArgs(keys []string, args []any) []any {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, "evalsha", s.hash, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	return append(a, args...)
+}
+
+// sourced turns the arguments of an EVALSHA of s into those of an EVAL.
+func (s *script) sourced(a []any) {
+	a[0], a[1] = "eval", s.src
+}
 
 // isNoScript reports whether err says that Redis does not have the script
 // cached (after a restart or SCRIPT FLUSH).
@@ -70,27 +97,29 @@ func (c *sendCounter) MarshalBinary() ([]byte, error) {
 // String is what go-redis shows of the argument in logs and traces.
 func (c *sendCounter) String() string { return "-" }
 
-// runCounted runs script like redis.Script.Run and reports how often the
-// call that produced the reply was written to Redis: never, for a request
-// that failed before it was sent (no connection, say), or more than once,
-// when go-redis sent it again after losing a reply. The last of args must
-// be a new *sendCounter, which counts the writes.
+// runCounted runs script like redis.Script.Run, through the batcher b, and
+// reports how often the call that produced the reply was written to Redis:
+// never, for a request that failed before it was sent (no connection,
+// say), or more than once, when go-redis sent it again after losing a
+// reply (or when the caller gave up on it while a batch was sending it).
+// The last of args must be a new *sendCounter, which counts the writes.
 //
 // On a Cluster, a call that go-redis gives up on with a MOVED, ASK or
 // TRYAGAIN reply, while a slot migrates and its map of the cluster lags,
 // is sent again after a reload of that map, up to maxRedirectWaits times:
 // those replies say that the node did not run the script, and the scripts
 // take a re-send of a request (under its token) for what it is.
-func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) (*redis.Cmd, int32) {
+func runCounted(ctx context.Context, b *batcher, s *script, keys []string, args ...any) (*redis.Cmd, int32) {
 	sc := args[len(args)-1].(*sendCounter)
-	cc, _ := c.(*redis.ClusterClient)
+	a := s.evalArgs(keys, args)
+	cc, _ := b.client.(*redis.ClusterClient)
 	loaded := false
 	for redirects := 0; ; {
-		var cmd *redis.Cmd
-		if loaded {
-			cmd = s.Eval(ctx, c, keys, args...)
-		} else {
-			cmd = s.EvalSha(ctx, c, keys, args...)
+		cmd, sent := b.run(ctx, a)
+		if sent {
+			// The caller gave up while the call was in a batch under way:
+			// it may yet run.
+			return cmd, max(sc.n.Load(), 1)
 		}
 		err := cmd.Err()
 		if isNoScript(err) && !loaded {
@@ -100,7 +129,8 @@ func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []s
 			earlier := sc.n.Load() - 1
 			sc = new(sendCounter)
 			sc.n.Store(earlier)
-			args[len(args)-1] = sc
+			a[len(a)-1] = sc
+			s.sourced(a)
 			loaded = true
 			continue
 		}
@@ -115,6 +145,18 @@ func runCounted(ctx context.Context, c redis.Scripter, s *redis.Script, keys []s
 		case <-time.After(time.Duration(redirects) * redirectPause):
 		}
 	}
+}
+
+// runScript runs script like redis.Script.Run, through the Mutex's
+// batcher, for a call that may be repeated: extend.
+func (m *Mutex) runScript(ctx context.Context, s *script, keys []string, args ...any) *redis.Cmd {
+	a := s.evalArgs(keys, args)
+	cmd, _ := m.batch.run(ctx, a)
+	if isNoScript(cmd.Err()) {
+		s.sourced(a)
+		cmd, _ = m.batch.run(ctx, a)
+	}
+	return cmd
 }
 
 // isRerouted reports whether err is a Cluster's reply that the request

@@ -224,7 +224,6 @@ func (m *Mutex) joinParts(keys []string, parts []*lease) *lease {
 		fence: first.fence,
 		value: first.value,
 		seen:  first.seen,
-		done:  make(chan struct{}),
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -234,7 +233,6 @@ func (m *Mutex) joinParts(keys []string, parts []*lease) *lease {
 		p.mu.Unlock()
 	}
 	l.deadline = partsDeadline(parts)
-	l.timer = time.AfterFunc(time.Until(l.deadline), l.expire)
 	l.expireLocked()
 	return l
 }
@@ -281,7 +279,7 @@ func (l *lease) extendParts(ctx context.Context) error {
 	defer l.mu.Unlock()
 	// Each part's deadline moved only if its extension succeeded.
 	l.deadline = partsDeadline(l.parts)
-	l.timer.Reset(time.Until(l.deadline))
+	l.rearmLocked()
 	for _, err := range errs {
 		if errors.Is(err, ErrNotHeld) {
 			if l.unlocking == 0 && !l.unlocked {
