@@ -3,7 +3,6 @@ package mutex
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,8 +35,6 @@ func benchDistinctKeys(b *testing.B, goroutines int, batched bool) {
 	b.Cleanup(func() { m.Close() })
 	if !batched {
 		m.batch.inFlightMax = 1 << 30
-	} else if v := os.Getenv("INFLIGHT"); v != "" {
-		fmt.Sscan(v, &m.batch.inFlightMax)
 	}
 	ctx := context.Background()
 	run := func(n int, op func(g int) error) time.Duration {
