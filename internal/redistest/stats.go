@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -100,4 +101,26 @@ func ResetStats(ctx context.Context, c redis.UniversalClient) error {
 	default:
 		return reset(ctx, c)
 	}
+}
+
+// CPU returns the CPU time the server of c has used (INFO cpu:
+// used_cpu_user plus used_cpu_sys).
+func CPU(ctx context.Context, c redis.UniversalClient) (time.Duration, error) {
+	info, err := c.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redistest: INFO cpu: %w", err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (name != "used_cpu_user" && name != "used_cpu_sys") {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return 0, fmt.Errorf("redistest: INFO cpu line %q: %w", line, err)
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
 }
