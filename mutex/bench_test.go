@@ -207,7 +207,7 @@ func floorProbe(b *testing.B, srv *redistest.Server, c *redis.Client) func() tim
 // ones included) and the most grants that happened while one waiter waited.
 func BenchmarkContended(b *testing.B) {
 	for _, fifo := range []bool{false, true} {
-		for _, waiters := range []int{16, 64} {
+		for _, waiters := range []int{16, 64, 256} {
 			name := fmt.Sprintf("fifo=%v/waiters=%d", fifo, waiters)
 			b.Run(name, func(b *testing.B) { benchContended(b, fifo, waiters, 5*time.Millisecond) })
 		}
