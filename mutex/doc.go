@@ -280,6 +280,17 @@
 // queues and the revocation markers of lost replies, all of which expire by
 // themselves.
 //
+// # Inspection
+//
+// Every owner token ends with the owner label of its Mutex (Config.Owner,
+// by default "<hostname>:<pid>"), so the lock value names its holder at no
+// extra cost. Inspect reads, for several keys in one pipeline, whether each
+// is held, by which owner, token and fence, the TTL left and the length of
+// its FIFO queue; List finds the keys of a prefix that are held or queued
+// for, with SCAN; ForceUnlock releases a key held under a given token, for
+// operators who know that its holder is gone. The distlock command
+// (cmd/distlock) is built on them.
+//
 // # Errors
 //
 // Bad input (a nil client, a bad Config, no keys, an empty, oversized or
