@@ -216,11 +216,13 @@
 // has already seen.
 //
 // The fence is the Redis server's clock (TIME) in microseconds at the grant,
-// taken in the same script that grants, so it costs no stored state. Fences of one key strictly
-// increase across every grant on one Redis server (after Unlock, the release
-// script waits until the server's clock has passed the released fence, which
-// almost always it already has; after expiry, at least the TTL has passed),
-// provided that:
+// taken in the same script that grants, so it costs no stored state.
+// Fences of one key strictly increase across every grant on one Redis
+// server (after Unlock, the release script checks that the server's clock
+// has passed the released fence, which almost always it already has, and
+// waits a moment for it after a grant of
+// the last couple of milliseconds; after expiry, the server's clock, which
+// expires the keys, has moved on by the TTL), provided that:
 //
 //   - the server's wall clock never steps backwards (slewing time sync such as
 //     chrony or ntpd in slew mode keeps this; a clock stepped back by d can
@@ -229,6 +231,15 @@
 //     primary's by more than the time the failover took;
 //   - the keys are not lost while held (see below): a lost key breaks mutual
 //     exclusion, not fence order, since fences do not depend on stored state.
+//
+// A release that finds the server's clock not past the lease's fence (the
+// clock is stuck, or stepped back) would let the next grant repeat the
+// fence: the release script then keeps the keys (in FIFO mode it does not
+// hand them on either), which expire with their TTL, and Unlock fails with
+// an error wrapping ErrClockStalled. A server whose keys expire by another clock than TIME, such as
+// miniredis, whose keys expire when a test fast-forwards them, can repeat a
+// fence at a grant after an expiry unless TIME moves too (see
+// distlocktest.Advance).
 //
 // A multi-key lease within one hash slot (always, off a Cluster) has one
 // fence, greater than the fences of all earlier grants of each of its keys.
@@ -298,7 +309,9 @@
 // Contention gives ErrNotObtained, a lease that is gone ErrNotHeld or
 // ErrReleased, a closed Mutex ErrClosed, locking a key that the context
 // already holds ErrReentrant, a grant or Extend too few replicas
-// acknowledged (Config.Replicas) ErrNotReplicated, and Verify
+// acknowledged (Config.Replicas) ErrNotReplicated, a release refused
+// because the server's clock has not passed the lease's fence
+// ErrClockStalled, and Verify
 // ErrUnsafeServer for a server setting that makes locks unsafe; every other
 // error comes from Redis. The
 // acquire, release and extend scripts are loaded again transparently when

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 var (
@@ -25,6 +27,13 @@ var (
 	// acknowledged than Config.Replicas asks for, within its
 	// ReplicaTimeout.
 	ErrNotReplicated = errors.New("mutex: not replicated")
+
+	// ErrClockStalled reports an Unlock that Redis refused because the
+	// server's clock had not passed the lease's fence: it is stuck or
+	// stepped back, and a grant after the release could repeat the fence.
+	// The keys stay held until their TTL runs out; an Unlock called again
+	// once the clock has moved on releases them.
+	ErrClockStalled = errors.New("mutex: server clock stalled")
 
 	// ErrInvalid is wrapped by every error about bad input: a nil client, a
 	// bad configuration or bad keys. Such errors are returned before any
@@ -68,4 +77,13 @@ func (e *NotObtainedError) Unwrap() []error {
 
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+// clockStalled turns the release script's CLOCK error reply into an error
+// wrapping ErrClockStalled; it returns any other error as it is.
+func clockStalled(err error, fence int64) error {
+	if redis.HasErrorPrefix(err, "CLOCK") {
+		return fmt.Errorf("%w: the clock has not passed the lease's fence %d; the keys stay held until their TTL runs out", ErrClockStalled, fence)
+	}
+	return err
 }

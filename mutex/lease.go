@@ -262,8 +262,9 @@ func (l *lease) extendedPart(start time.Time, idx int64, err error) error {
 // owner are left alone. It returns nil when every key was released while the
 // lease was valid, ErrReleased (without a Redis call) after an earlier
 // Unlock, an error wrapping ErrNotHeld when the validity had run out or a key
-// was no longer held, and the Redis error if Redis fails, in which case
-// Unlock may be called again.
+// was no longer held, an error wrapping ErrClockStalled when the server's
+// clock had not passed the lease's fence (the keys stay held), and the Redis
+// error if Redis fails; after those two, Unlock may be called again.
 //
 // A release that the client sent again after losing the reply of the first
 // send (go-redis retries by default) finds the keys gone, or taken by a
@@ -289,7 +290,7 @@ func (l *lease) Unlock(ctx context.Context) error {
 	defer l.mu.Unlock()
 	l.unlocking--
 	if err != nil {
-		return fmt.Errorf("unlock: %w", err)
+		return fmt.Errorf("unlock: %w", clockStalled(err, l.fence))
 	}
 	if l.unlocked {
 		return fmt.Errorf("unlock: %w", ErrReleased)

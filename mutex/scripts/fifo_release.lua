@@ -8,27 +8,35 @@
 -- the server clock may not have passed its fence yet; ARGV[4]: the base
 -- name of wake channels, empty on a Cluster (see wake); ARGV[5]: how long
 -- a grant lasts unconfirmed, in ms.
--- Returns the number of keys released.
-if ARGV[3] == '1' then
-  pass(tonumber(ARGV[2]))
-end
-local n = 0
+-- Returns the number of keys released, or a CLOCK error when the server
+-- clock has not passed the fence: the keys are then kept, to expire with
+-- their TTL (see release.lua).
+local held = {}
 for i = 1, #KEYS / 2 do
+  if redis.call('GET', KEYS[2*i-1]) == ARGV[1] then
+    held[#held + 1] = i
+  end
+end
+if #held > 0 then
+  local tries = 1
+  if ARGV[3] == '1' then tries = 1000 end
+  if not pass(tonumber(ARGV[2]), tries) then
+    return redis.error_reply('CLOCK server clock has not passed the lease fence ' .. ARGV[2] .. '; keys kept until their TTL')
+  end
+end
+for _, i in ipairs(held) do
   local lock, queue = KEYS[2*i-1], KEYS[2*i]
-  if redis.call('GET', lock) == ARGV[1] then
-    n = n + 1
-    local head = redis.call('ZRANGE', queue, 0, 0)[1]
-    if head and string.match(head, '^[^.]*%.s') then
-      local fence = now()
-      redis.call('SET', lock, head .. ':' .. fence, 'PX', ARGV[5])
-      redis.call('ZREM', queue, head)
-      wake(ARGV[4], lock, head, fence)
-    else
-      redis.call('DEL', lock)
-      if head then
-        wake(ARGV[4], lock, head)
-      end
+  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  if head and string.match(head, '^[^.]*%.s') then
+    local fence = now()
+    redis.call('SET', lock, head .. ':' .. fence, 'PX', ARGV[5])
+    redis.call('ZREM', queue, head)
+    wake(ARGV[4], lock, head, fence)
+  else
+    redis.call('DEL', lock)
+    if head then
+      wake(ARGV[4], lock, head)
     end
   end
 end
-return n
+return #held

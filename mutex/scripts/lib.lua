@@ -7,13 +7,17 @@ local function now()
   return t[1] .. string.format('%06d', tonumber(t[2]))
 end
 
--- pass waits until the server clock is past fence (a number), so that a
--- grant after this script gets a greater fence. It almost always is already.
-local function pass(fence)
-  for _ = 1, 1000 do
+-- pass reports whether the server clock is past fence (a number), so that
+-- a grant after this script gets a greater fence. It almost always is
+-- already. It reads the clock up to tries times (1000 if nil), for a fence
+-- taken a moment ago; a clock still not past fence after that is stuck or
+-- stepped back.
+local function pass(fence, tries)
+  for _ = 1, tries or 1000 do
     local t = redis.call('TIME')
-    if tonumber(t[1]) * 1000000 + tonumber(t[2]) > fence then return end
+    if tonumber(t[1]) * 1000000 + tonumber(t[2]) > fence then return true end
   end
+  return false
 end
 
 -- announce publishes msg on channel. On a Redis Cluster (sharded is '1')

@@ -5,20 +5,31 @@
 -- ARGV[2]: the lease's fence in microseconds; ARGV[3]: "1" if the lease is
 -- young enough that the server clock may not have passed its fence yet;
 -- ARGV[4]: "1" on a Cluster (see announce).
--- Returns the number of keys released.
-local n = 0
-local id = string.match(ARGV[1], '^([^.]*)%.') or ''
+-- Returns the number of keys released, or a CLOCK error when the server
+-- clock has not passed the fence: the keys are then kept, to expire with
+-- their TTL.
+local held = {}
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('DEL', KEYS[i])
-    announce(KEYS[i], id, ARGV[4])
-    n = n + 1
+    held[#held + 1] = KEYS[i]
   end
 end
-if n > 0 and ARGV[3] == '1' then
-  -- Fences are server microseconds. A grant that follows this release must
-  -- see a later microsecond than this lease's fence, so wait for the clock
-  -- to pass it (it almost always has already).
-  pass(tonumber(ARGV[2]))
+-- Fences are server microseconds. A grant that follows this release must
+-- see a later microsecond than this lease's fence, so the clock must have
+-- passed it before the keys go. It almost always has; a young lease waits
+-- for it a moment. A clock that has not moved past the fence (stuck, or
+-- stepped back) would let the next grant repeat it: keep the keys instead,
+-- so that no grant comes before they expire.
+if #held > 0 then
+  local tries = 1
+  if ARGV[3] == '1' then tries = 1000 end
+  if not pass(tonumber(ARGV[2]), tries) then
+    return redis.error_reply('CLOCK server clock has not passed the lease fence ' .. ARGV[2] .. '; keys kept until their TTL')
+  end
 end
-return n
+local id = string.match(ARGV[1], '^([^.]*)%.') or ''
+for _, key in ipairs(held) do
+  redis.call('DEL', key)
+  announce(key, id, ARGV[4])
+end
+return #held
