@@ -4,7 +4,7 @@ GO ?= go
 # root module does not reach them.
 NESTED := examples/fencing chaos
 
-.PHONY: all test bench lint vet fmt-check chaos chaos-ci
+.PHONY: all test bench bench-peers lint vet fmt-check chaos chaos-ci
 
 all: test
 
@@ -23,6 +23,12 @@ chaos-ci:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# distlock against redsync, redislock and rueidislock on a redis-server of
+# its own (bench/README.md): under 3 minutes, results and charts in
+# docs/bench. BENCH_FLAGS adds flags, e.g. BENCH_FLAGS='-only serial,hot'.
+bench-peers:
+	cd bench && $(GO) run ./cmd/benchpeers $(BENCH_FLAGS)
 
 lint: vet fmt-check
 
