@@ -6,8 +6,17 @@
 -- and {0, 1, -3} when the token was revoked (its requester gave up on it).
 -- The fence is the server's TIME in microseconds; the value stored under
 -- each key is "<token>:<fence>", which is what release and extend compare.
--- PTTL answers -2 for a missing key, so a held key costs one lookup.
+-- One EXISTS over every key and the marker finds the common case, nothing
+-- there, at once; otherwise PTTL (-2 for a missing key) finds the held key.
 local n = #KEYS - 1
+if redis.call('EXISTS', unpack(KEYS)) == 0 then
+  local fence = now()
+  local value = ARGV[1] .. ':' .. fence
+  for i = 1, n do
+    redis.call('SET', KEYS[i], value, 'PX', ARGV[2])
+  end
+  return {1, fence}
+end
 for i = 1, n do
   local pttl = redis.call('PTTL', KEYS[i])
   if pttl ~= -2 then
