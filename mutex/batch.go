@@ -30,7 +30,7 @@ type batcher struct {
 // maxInFlight is how many requests, single calls or batches, a Mutex has
 // under way at once at most. More than one, so that a connection that
 // stalls holds up only the calls sent on it, until their contexts end.
-const maxInFlight = 2
+const maxInFlight = 8
 
 // scriptCall is one script call waiting in, or sent in, a batch.
 type scriptCall struct {
