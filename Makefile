@@ -2,7 +2,7 @@ GO ?= go
 
 # Modules nested in the repository, each with its own go.mod: ./... of the
 # root module does not reach them.
-NESTED := examples/fencing chaos
+NESTED := examples/fencing chaos bench
 
 .PHONY: all test bench bench-peers lint vet fmt-check chaos chaos-ci
 

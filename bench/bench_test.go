@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 func needRedis(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not on PATH (apt-get install redis-server):", err)
+		t.Fatal("redis-server not on PATH; install it with: apt-get install redis-server:", err)
 	}
 }
 
