@@ -253,8 +253,10 @@ func (p *faultProxy) accept() {
 	}
 }
 
-// ruleFor returns the unfired rule matching args, marking it fired, or nil.
-func (p *faultProxy) ruleFor(args []string) *faultRule {
+// ruleFor returns the unfired rule matching args, sent on c, marking it
+// fired, or nil. A holdBack rule marks c held before Hit tells the test,
+// so that a cut the test makes next leaves c alone.
+func (p *faultProxy) ruleFor(c *faultConn, args []string) *faultRule {
 	if args == nil {
 		return nil
 	}
@@ -263,6 +265,9 @@ func (p *faultProxy) ruleFor(args []string) *faultRule {
 	for _, r := range p.rules {
 		if !r.fired && r.match(args) {
 			r.fired = true
+			if r.kind == holdBack {
+				c.holding = true
+			}
 			close(r.hit)
 			return r
 		}
@@ -289,12 +294,9 @@ func (p *faultProxy) upstream(c *faultConn) {
 			if !ok {
 				break
 			}
-			r := p.ruleFor(args)
+			r := p.ruleFor(c, args)
 			if r != nil && r.kind == holdBack {
 				held = r
-				p.mu.Lock()
-				c.holding = true
-				p.mu.Unlock()
 				// Cut closes the connection at once, even while the
 				// client keeps it open.
 				p.wg.Add(1)
