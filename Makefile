@@ -30,7 +30,12 @@ bench:
 bench-peers:
 	cd bench && $(GO) run ./cmd/benchpeers $(BENCH_FLAGS)
 
+# staticcheck at a pinned version, run through the module proxy with
+# go run pkg@version: nothing to install, and no go.mod changes.
+STATICCHECK_VERSION ?= v0.8.2
 lint: vet fmt-check
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	for d in $(NESTED); do (cd $$d && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...) || exit 1; done
 
 vet:
 	$(GO) vet ./...

@@ -17,7 +17,9 @@
 //     full method name, or if the KeyFunc returns ok == false;
 //  2. validates the key: an empty key, a key longer than MaxKeyLen bytes,
 //     not valid UTF-8 or containing control characters, and a KeyFunc error,
-//     give codes.InvalidArgument before any Redis call;
+//     give codes.InvalidArgument before any Redis call (a KeyFunc that is
+//     itself misconfigured, such as one of KeyedFromRequest with a nil key
+//     function, gives Internal);
 //  3. joins a lease on the same key that the call's context already holds
 //     through the same Locker (see [mutex.HeldLease]);
 //  4. obtains the lock: one attempt (TryLock) by default, or a Lock bounded by
@@ -51,11 +53,14 @@
 // lock tokens or internal errors:
 //
 //	missing or invalid key                 InvalidArgument   "missing lock key", "invalid lock key"
+//	request that KeyedFromRequest
+//	  cannot key                           InvalidArgument   "invalid lock key in request"
 //	key busy (one attempt, or the
 //	  WithWait budget used up)             Aborted           "resource busy", with a RetryInfo detail
 //	the call's own deadline passed or it
 //	  was cancelled while waiting          DeadlineExceeded, Canceled
-//	Redis failure                          Unavailable       "lock service unavailable"
+//	Redis failure, or no answer
+//	  within the WithWait budget           Unavailable       "lock service unavailable"
 //	misconfigured interceptor              Internal          "lock misconfigured"
 //
 // A busy key gives Aborted, the code gRPC reserves for concurrency
@@ -68,16 +73,30 @@
 // the holder. WithBusyCode picks another code, such as Unavailable for
 // clients whose retry policy retries it.
 //
-// A WithWait budget that runs out while a Redis call is in flight also gives
-// the busy code, whatever error the call then ends with: the lock was not
-// obtained within the time the call allowed, and a reply that comes too
-// late does not show that Redis is down.
+// One outage gets one answer: every call that Redis does not answer fails
+// with Unavailable, whether it fails fast or waits with WithWait, and
+// whatever error its Redis call ends with; the busy answer means that the
+// key was held. In detail, contention (an error of the Locker wrapping
+// mutex.ErrNotObtained) gets the busy code when an attempt found the key
+// held (the one attempt, or one made before the WithWait budget ran out):
+// the error passed to the hook is then a *mutex.NotObtainedError that names
+// the key, with context.DeadlineExceeded as its cause for a budget that ran
+// out. Any other error of the Locker is a Redis failure, even if the budget
+// ran out meanwhile. A budget can also run out with no attempt seen to find
+// the key held: either Redis did not answer within it, or the call waited
+// behind other calls for the same key through the same Mutex and made no
+// attempt of its own. The interceptor then checks the key with the Locker's
+// Check, for at most 250ms: if Redis answers, the call gets the busy code,
+// with an error that names the key; if not, it is a Redis failure. The
+// budget and that check bound Redis calls only on a go-redis client with
+// ContextTimeoutEnabled (clients from redisurl.Open have it); on others a
+// call that gets no reply ends with the client's read timeout.
 //
 // A Redis failure gives Unavailable: the interceptor fails closed, because
 // running the handler without the lock would break the very guarantee it
-// exists for. WithFailOpen runs the handler without a lock instead. A call
-// whose wait budget or own context ended never runs its handler without the
-// lock, even with WithFailOpen.
+// exists for. WithFailOpen runs the handler without a lock instead. A busy
+// key, or a call whose own context ended, never runs its handler without
+// the lock, even with WithFailOpen.
 //
 // # Reentrancy
 //

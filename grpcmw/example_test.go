@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/distlock/distlock/grpcmw"
+	"github.com/distlock/distlock/keyed"
 	"github.com/distlock/distlock/mutex"
 	"github.com/distlock/distlock/redisurl"
 )
@@ -96,4 +98,34 @@ func ExampleFromRequest() {
 	// Output:
 	// billing true <nil>
 	//  false <nil>
+}
+
+func ExampleKeyedFromRequest() {
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	m, err := mutex.New(client, mutex.Config{Prefix: "example-grpcmw-keyed"})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+
+	// Accounts are numbers: "042" and "42" are the same account, and so the
+	// same lock, the one accounts.Lock(ctx, 42) takes.
+	accounts := keyed.New[int64](m, "account")
+	key := grpcmw.KeyedFromRequest(accounts, func(r *healthpb.HealthCheckRequest) (int64, error) {
+		return strconv.ParseInt(r.GetService(), 10, 64)
+	})
+	ctx := context.Background()
+	const method = "/grpc.health.v1.Health/Check"
+	fmt.Println(key(ctx, method, &healthpb.HealthCheckRequest{Service: "042"}))
+	fmt.Println(key(ctx, method, &healthpb.HealthCheckRequest{Service: "42"}))
+	_, _, err = key(ctx, method, &healthpb.HealthCheckRequest{Service: "abc"})
+	fmt.Println(err)
+	// Output:
+	// account:42 true <nil>
+	// account:42 true <nil>
+	// grpcmw: invalid lock key: request: strconv.ParseInt: parsing "abc": invalid syntax
 }

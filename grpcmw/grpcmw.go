@@ -27,6 +27,31 @@ var (
 	ErrUnavailable = errors.New("grpcmw: lock service unavailable")
 )
 
+// ParseError reports a request that a KeyFunc made by KeyedFromRequest
+// could not turn into a lock key: its key function returned an error, or
+// the keyed.Keyed refused the key. It wraps ErrInvalidKey and Err. The call
+// fails with InvalidArgument "invalid lock key in request".
+type ParseError struct {
+	// Err says what was wrong with the request.
+	Err error
+}
+
+func (e *ParseError) Error() string {
+	msg := ErrInvalidKey.Error() + ": request"
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns ErrInvalidKey and Err, if any.
+func (e *ParseError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrInvalidKey}
+	}
+	return []error{ErrInvalidKey, e.Err}
+}
+
 // LeaseFrom returns the lease the call holds, from the context of a call
 // running under one of the interceptors, or nil (outside them, for calls
 // that are not serialized, and with WithFailOpen when Redis failed). Pass
@@ -94,7 +119,10 @@ func (c *config) serialize(ctx context.Context, fullMethod string, req any, call
 		}
 	}
 	key, ok, err := c.key(ctx, fullMethod, req)
+	var setup *serialize.SetupError
 	switch {
+	case errors.As(err, &setup):
+		return c.reject(ctx, fullMethod, err)
 	case err != nil:
 		if !errors.Is(err, ErrMissingKey) && !errors.Is(err, ErrInvalidKey) {
 			err = fmt.Errorf("%w: %w", ErrInvalidKey, err)
@@ -162,9 +190,12 @@ func (c *config) report(ctx context.Context, fullMethod string, err error) {
 // reject reports err and returns the status error the client gets.
 func (c *config) reject(ctx context.Context, fullMethod string, err error) error {
 	c.report(ctx, fullMethod, err)
+	var parse *ParseError
 	switch {
 	case errors.Is(err, ErrMissingKey):
 		return status.Error(codes.InvalidArgument, "missing lock key")
+	case errors.As(err, &parse):
+		return status.Error(codes.InvalidArgument, "invalid lock key in request")
 	case errors.Is(err, ErrInvalidKey):
 		return status.Error(codes.InvalidArgument, "invalid lock key")
 	case errors.Is(err, mutex.ErrNotObtained):

@@ -58,9 +58,11 @@ func newConfig(l mutex.Locker, key KeyFunc, opts []Option) *config {
 
 // WithWait sets how long a call waits for a busy key before it fails with
 // the busy code. Zero, the default, fails fast: one attempt, no waiting. The
-// wait also ends with the call's context. A budget that runs out while a
-// Redis call is in flight gives the busy code as well, whatever the call's
-// error. A negative d is a setup error.
+// wait also ends with the call's context. A budget that runs out with no
+// attempt seen to find the key held is answered as the package
+// documentation says ("Status codes"): the busy code if Redis answers a
+// check of the key, Unavailable if it does not. A negative d is a setup
+// error.
 func WithWait(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.wait = d })
 }
@@ -72,12 +74,12 @@ func WithBusyCode(code codes.Code) Option {
 }
 
 // WithFailOpen runs the handler without the lock when Redis fails, instead
-// of failing with Unavailable. The handler then runs unserialized and
-// LeaseFrom returns nil; the Redis error is passed to the WithErrorHook
-// hook. Use it only where an occasional overlap is better than an outage. A
-// Redis call still in flight when the WithWait budget or the call's context
-// ends is not a failure: the call gets the busy code, DeadlineExceeded or
-// Canceled, and the handler does not run.
+// of failing with Unavailable, including when Redis did not answer within
+// the WithWait budget. The handler then runs unserialized and LeaseFrom
+// returns nil; the Redis error is passed to the WithErrorHook hook. Use it
+// only where an occasional overlap is better than an outage. A busy key,
+// and a call whose own context ended, are not failures: the call gets the
+// busy code, DeadlineExceeded or Canceled, and the handler does not run.
 func WithFailOpen() Option {
 	return optionFunc(func(c *config) { c.failOpen = true })
 }
@@ -97,9 +99,12 @@ func WithSkip(skip func(fullMethod string) bool) Option {
 // metrics: those of rejected calls, Redis errors let through by
 // WithFailOpen, and errors after the handler ran, such as a lease lost while
 // it ran (wrapping mutex.ErrNotHeld) or a failed release. err wraps
-// ErrMissingKey, ErrInvalidKey, mutex.ErrNotObtained, ErrUnavailable,
-// mutex.ErrInvalid or mutex.ErrReentrant (the interceptor or its Locker is
-// misconfigured), and may hold internal details that the client never sees.
+// ErrMissingKey, ErrInvalidKey (a *ParseError for a request that
+// KeyedFromRequest could not key), mutex.ErrNotObtained (a busy key: a
+// *mutex.NotObtainedError that names it; or the call ended while waiting),
+// ErrUnavailable (Redis failed or did not answer), mutex.ErrInvalid or
+// mutex.ErrReentrant (the interceptor or its Locker is misconfigured), and
+// may hold internal details that the client never sees.
 func WithErrorHook(hook func(ctx context.Context, fullMethod string, err error)) Option {
 	return optionFunc(func(c *config) { c.hook = hook })
 }

@@ -14,7 +14,8 @@
 //  2. extracts the key with the KeyFunc and validates it: a missing key
 //     answers 400, a key that is longer than MaxKeyLen bytes, not valid
 //     UTF-8 or that contains control characters answers 400, before any
-//     Redis call;
+//     Redis call (a KeyFunc that is itself misconfigured, such as one of
+//     KeyedPathValue with a nil parse function, answers 500);
 //  3. joins a lease on the same key that the request's context already holds
 //     through the same Locker (see [mutex.HeldLease]), so nested middleware
 //     does not wait for itself;
@@ -49,10 +50,13 @@
 //
 //	missing key               400 Bad Request          "missing lock key"
 //	invalid key               400 Bad Request          "invalid lock key"
+//	path value that does not
+//	  parse (KeyedPathValue)  400 Bad Request          `invalid path value "id"` (the wildcard's name)
 //	key busy                  409 Conflict             "resource busy", with Retry-After
 //	request ended while
 //	  waiting for the lock    503 Service Unavailable  "request ended"
-//	Redis failure             503 Service Unavailable  "lock service unavailable"
+//	Redis failure, or no
+//	  answer within WithWait  503 Service Unavailable  "lock service unavailable"
 //	misconfigured middleware  500 Internal Server Error "lock misconfigured"
 //
 // A busy key answers 409 Conflict because the request conflicts with the
@@ -65,18 +69,32 @@
 // frees up earlier. WithBusyStatus changes the status; WithErrorHandler
 // replaces every answer.
 //
-// A WithWait budget that runs out while a Redis call is in flight also
-// answers busy, whatever error the call then ends with: the lock was not
-// obtained within the time the request allowed, and a reply that comes too
-// late does not show that Redis is down. The request's own
-// end (its client gave up, or a server deadline passed) answers 503
-// "request ended" instead.
+// One outage gets one answer: every request that Redis does not answer
+// answers 503 "lock service unavailable", whether it fails fast or waits
+// with WithWait, and whatever error its Redis call ends with; the busy
+// answer means that the key was held. In detail, contention (an error of the
+// Locker wrapping mutex.ErrNotObtained) answers busy when an attempt found
+// the key held (the one attempt, or one made before the WithWait budget ran
+// out): the error passed to the hook is then a *mutex.NotObtainedError that
+// names the key, with context.DeadlineExceeded as its cause for a budget
+// that ran out. Any other error of the Locker is a Redis failure, even if
+// the budget ran out meanwhile. A budget can also run out with no attempt
+// seen to find the key held: either Redis did not answer within it, or the
+// request waited behind other requests for the same key through the same
+// Mutex and made no attempt of its own. The middleware then checks the key
+// with the Locker's Check, for at most 250ms: if Redis answers, the request
+// answers busy, with an error that names the key; if not, it is a Redis
+// failure. The budget and that check bound Redis calls only on a go-redis
+// client with ContextTimeoutEnabled (clients from redisurl.Open have it); on
+// others a call that gets no reply ends with the client's read timeout. The
+// request's own end (its client gave up, or a server deadline passed)
+// answers 503 "request ended" instead.
 //
 // A Redis failure answers 503: the middleware fails closed, because running
 // the handler without the lock would break the very guarantee it exists for.
 // WithFailOpen runs the handler without a lock instead ([LeaseFrom] then
-// returns nil); the error still reaches the WithErrorHook hook. A request
-// whose wait budget or own context ended never runs its handler without the
+// returns nil); the error still reaches the WithErrorHook hook. A busy key,
+// or a request whose own context ended, never runs its handler without the
 // lock, even with WithFailOpen.
 //
 // # Routers

@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/distlock/distlock/httpmw"
+	"github.com/distlock/distlock/keyed"
 	"github.com/distlock/distlock/mutex"
 	"github.com/distlock/distlock/redisurl"
 )
@@ -137,4 +139,47 @@ func ExampleNamespace() {
 	r.Header.Set("X-Invoice", "2024-17")
 	fmt.Println(key(r))
 	// Output: invoice:2024-17 <nil>
+}
+
+func ExampleKeyedPathValue() {
+	client, err := redisurl.Open(os.Getenv("REDIS_URL"))
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	m, err := mutex.New(client, mutex.Config{Prefix: "example-httpmw-keyed"})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+
+	// Accounts are numbers: "042" and "42" are the same account, and so the
+	// same lock, the one accounts.Lock(ctx, 42) takes.
+	accounts := keyed.New[int64](m, "account")
+	parse := func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
+	deposit := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "deposit under %v\n", httpmw.LeaseFrom(r.Context()).Keys())
+	})
+	serialize := httpmw.Serialize(m, httpmw.KeyedPathValue(accounts, "id", parse))
+	mux := http.NewServeMux()
+	mux.Handle("POST /accounts/{id}/deposit", serialize(deposit))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	post(srv.URL + "/accounts/042/deposit")
+	post(srv.URL + "/accounts/abc/deposit")
+
+	// While another replica holds account 42, both spellings are busy.
+	lease, err := accounts.TryLock(context.Background(), 42)
+	if err != nil {
+		panic(err)
+	}
+	post(srv.URL + "/accounts/42/deposit")
+	post(srv.URL + "/accounts/042/deposit")
+	_ = lease.Unlock(context.Background())
+	// Output:
+	// 200 OK: deposit under [account:42]
+	// 400 Bad Request: invalid path value "id"
+	// 409 Conflict: resource busy
+	// 409 Conflict: resource busy
 }

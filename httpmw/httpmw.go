@@ -23,6 +23,36 @@ var (
 	ErrUnavailable = errors.New("httpmw: lock service unavailable")
 )
 
+// ParseError reports a request value that a KeyFunc made by KeyedPathValue
+// could not turn into a lock key: the value is not a valid key (too long,
+// not UTF-8, control characters), its parse function refused it, or the
+// keyed.Keyed refused the parsed key. It wraps ErrInvalidKey and Err. Its
+// default answer is 400 with "invalid " and Source, such as
+// `invalid path value "id"`.
+type ParseError struct {
+	// Source names the part of the request that held the value, such as
+	// `path value "id"`. It never holds the value.
+	Source string
+	// Err says what was wrong with the value.
+	Err error
+}
+
+func (e *ParseError) Error() string {
+	msg := ErrInvalidKey.Error() + ": " + e.Source
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns ErrInvalidKey and Err, if any.
+func (e *ParseError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrInvalidKey}
+	}
+	return []error{ErrInvalidKey, e.Err}
+}
+
 // LeaseFrom returns the lease the request holds, from the context of a
 // request running under Serialize, or nil (outside Serialize, for skipped
 // requests, and with WithFailOpen when Redis failed). Pass its Fence to
@@ -71,9 +101,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	key, err := c.key(r)
-	if err == nil {
+	var setup *serialize.SetupError
+	switch {
+	case err == nil:
 		err = validateKey(key)
-	} else if !errors.Is(err, ErrMissingKey) && !errors.Is(err, ErrInvalidKey) {
+	case errors.As(err, &setup):
+		// Answered 500 "lock misconfigured".
+	case !errors.Is(err, ErrMissingKey) && !errors.Is(err, ErrInvalidKey):
 		err = fmt.Errorf("%w: %w", ErrInvalidKey, err)
 	}
 	if err != nil {
@@ -142,9 +176,12 @@ func (h *handler) reject(w http.ResponseWriter, r *http.Request, err error) {
 		h.c.onError(w, r, err)
 		return
 	}
+	var parse *ParseError
 	switch {
 	case errors.Is(err, ErrMissingKey):
 		http.Error(w, "missing lock key", http.StatusBadRequest)
+	case errors.As(err, &parse):
+		http.Error(w, "invalid "+parse.Source, http.StatusBadRequest)
 	case errors.Is(err, ErrInvalidKey):
 		http.Error(w, "invalid lock key", http.StatusBadRequest)
 	case errors.Is(err, mutex.ErrNotObtained):

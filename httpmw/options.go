@@ -60,8 +60,9 @@ func newConfig(l mutex.Locker, key KeyFunc, opts []Option) *config {
 // WithWait sets how long a request waits for a busy key before it gets the
 // busy answer. Zero, the default, fails fast: one attempt, no waiting. The
 // wait also ends when the request's context does. A budget that runs out
-// while a Redis call is in flight gets the busy answer as well, whatever the
-// call's error. A negative d is a setup error.
+// with no attempt seen to find the key held is answered as the package
+// documentation says ("Answers"): busy if Redis answers a check of the key,
+// 503 if it does not. A negative d is a setup error.
 func WithWait(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.wait = d })
 }
@@ -74,12 +75,12 @@ func WithBusyStatus(code int) Option {
 }
 
 // WithFailOpen runs the handler without the lock when Redis fails, instead
-// of answering 503. The handler then runs unserialized and LeaseFrom returns
-// nil; the Redis error is passed to the WithErrorHook hook. Use it only where
-// an occasional overlap is better than an outage. A Redis call still in
-// flight when the WithWait budget or the request ends is not a failure: the
-// request gets the busy or "request ended" answer and the handler does not
-// run.
+// of answering 503, including when Redis did not answer within the WithWait
+// budget. The handler then runs unserialized and LeaseFrom returns nil; the
+// Redis error is passed to the WithErrorHook hook. Use it only where an
+// occasional overlap is better than an outage. A busy key, and a request
+// whose own context ended, are not failures: the request gets the busy or
+// "request ended" answer and the handler does not run.
 func WithFailOpen() Option {
 	return optionFunc(func(c *config) { c.failOpen = true })
 }
@@ -103,13 +104,14 @@ func WithSkipMethods(methods ...string) Option {
 }
 
 // WithErrorHandler replaces the default answers of rejected requests. h
-// must write the response. err wraps ErrMissingKey, ErrInvalidKey,
-// mutex.ErrNotObtained (the key stayed busy, the wait budget ran out during
-// a Redis call, or the request ended while waiting; a
-// *mutex.NotObtainedError carries RetryAfter), ErrUnavailable
-// (Redis failed) or mutex.ErrInvalid and mutex.ErrReentrant (the middleware
-// or its Locker is misconfigured). err may hold internal details: do not
-// send it to the client.
+// must write the response. err wraps ErrMissingKey, ErrInvalidKey (a
+// *ParseError for a path value that KeyedPathValue could not parse),
+// mutex.ErrNotObtained (the key stayed busy: a *mutex.NotObtainedError that
+// names the key and carries RetryAfter; or the request ended while waiting,
+// with the context's error), ErrUnavailable (Redis failed or did not
+// answer) or mutex.ErrInvalid and mutex.ErrReentrant (the middleware or its
+// Locker is misconfigured). err may hold internal details: do not send it
+// to the client.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) Option {
 	return optionFunc(func(c *config) { c.onError = h })
 }

@@ -40,6 +40,16 @@
 // The key function must be injective over the values that should be
 // distinct locks: two values with the same key string are the same lock.
 //
+// # HTTP and gRPC
+//
+// httpmw.KeyedPathValue and grpcmw.KeyedFromRequest make middleware key
+// functions from a Keyed and a parser: a request locks the core key (Key)
+// of the value it parses to, so that with accounts :=
+// keyed.New[int64](locker, "account"), "/accounts/042" and "/accounts/42"
+// lock the same key as accounts.Lock(ctx, 42). Give the middleware the
+// Locker the Keyed was made with, so that accounts.WithLock in a handler
+// joins the request's lease.
+//
 // # Errors
 //
 // New cannot return an error. A bad namespace (empty, or longer than

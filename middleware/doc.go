@@ -15,6 +15,12 @@
 // attempt it took. The other order works too, since Retry returns leases
 // unchanged.
 //
+// Retry's options set how many attempts a call gets, the delays between
+// them, which a jpillora/backoff Backoff computes (min and max delay,
+// factor, jitter), and whether contention is retried; its documentation
+// maps the retry settings of redsync (WithTries, WithRetryDelay) and
+// bsm/redislock (RetryStrategy) onto them.
+//
 // Decorators pass the context on unchanged, so the reentrancy rules of
 // mutex.WithLock hold through any chain: code that already holds a key
 // through the chain joins its lease (WithLock) or gets mutex.ErrReentrant

@@ -50,8 +50,9 @@ func ExampleRetry() {
 	defer m.Close()
 	ctx := context.Background()
 
-	// promise-retry's options {retries: 10, factor: 2, minTimeout: 50,
-	// maxTimeout: 1000, randomize: true}, polling while the key is held.
+	// Poll while the key is held: up to 11 attempts, 50ms apart at first,
+	// doubling to at most 1s, with jitter; bsm/redislock's
+	// LimitRetry(ExponentialBackoff(50ms, 1s), 10), drawn at random.
 	locker := middleware.Retry(
 		middleware.WithAttempts(11),
 		middleware.WithFactor(2),

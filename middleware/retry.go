@@ -46,8 +46,9 @@ func (c *retryConfig) invalid(format string, args ...any) {
 }
 
 // WithAttempts sets how many times a call is made at most, the first one
-// included (DefaultAttempts if not given). promise-retry's retries option r
-// is WithAttempts(r+1). n must be at least 1.
+// included (DefaultAttempts if not given), like redsync's WithTries(n).
+// bsm/redislock's LimitRetry(s, n) counts retries after the first attempt:
+// it is WithAttempts(n+1). n must be at least 1.
 func WithAttempts(n int) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if n < 1 {
@@ -59,7 +60,10 @@ func WithAttempts(n int) RetryOption {
 }
 
 // WithFactor sets by how much the delay grows after each attempt
-// (DefaultFactor if not given; promise-retry's factor). f must be at least 1.
+// (DefaultFactor if not given): the Factor of the jpillora/backoff Backoff
+// that computes the delays. A factor of 1 keeps the delay constant, like
+// redsync's WithRetryDelay and bsm/redislock's LinearBackoff; 2 doubles it,
+// like bsm/redislock's ExponentialBackoff. f must be at least 1.
 func WithFactor(f float64) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if !(f >= 1) {
@@ -71,7 +75,8 @@ func WithFactor(f float64) RetryOption {
 }
 
 // WithMinDelay sets the delay before the second attempt (DefaultMinDelay if
-// not given; promise-retry's minTimeout). d must be positive.
+// not given): the Backoff's Min, the min of bsm/redislock's
+// ExponentialBackoff(min, max). d must be positive.
 func WithMinDelay(d time.Duration) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
 		if d <= 0 {
@@ -83,7 +88,8 @@ func WithMinDelay(d time.Duration) RetryOption {
 }
 
 // WithMaxDelay caps the delay between attempts (DefaultMaxDelay if not
-// given; promise-retry's maxTimeout). d must be positive and not below the min
+// given): the Backoff's Max, the max of bsm/redislock's
+// ExponentialBackoff(min, max). d must be positive and not below the min
 // delay.
 func WithMaxDelay(d time.Duration) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) {
@@ -96,18 +102,21 @@ func WithMaxDelay(d time.Duration) RetryOption {
 }
 
 // WithJitter chooses whether each delay is drawn at random between the min
-// delay and its exponential value (the default) or is that value exactly
-// (promise-retry's randomize, false there by default). Jitter keeps clients that
-// failed together from retrying together.
+// delay and its exponential value (the default; the Backoff's Jitter) or is
+// that value exactly, as redsync's WithRetryDelay and bsm/redislock's
+// strategies give it. Jitter keeps clients that failed together from
+// retrying together.
 func WithJitter(on bool) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) { c.jitter = on })
 }
 
 // WithRetryOnContention makes TryLock retry when a key is held by another
 // owner, polling with the same delays until the attempts run out or the
-// context ends, like lock libraries that retry on contention. A delay is never longer than the
-// remaining TTL of the holder that TryLock found. Off by default: Lock waits
-// for a release without polling and is the better choice in most cases.
+// context ends, as redsync's Lock and bsm/redislock's Obtain with a
+// RetryStrategy do. A delay is never longer than the remaining TTL of the
+// holder that TryLock found. Off by default: Lock waits for a release
+// announced over pub/sub without polling, and Lock under a context with a
+// timeout is the better choice in most cases.
 func WithRetryOnContention(on bool) RetryOption {
 	return retryOptionFunc(func(c *retryConfig) { c.contention = on })
 }
@@ -148,10 +157,26 @@ func WithRetryIf(pred func(error) bool) RetryOption {
 // Options that are out of range make every call fail with an error wrapping
 // mutex.ErrInvalid, before any Redis call.
 //
-// Retry options in the style of promise-retry map as follows: retries r is
-// WithAttempts(r+1), factor is WithFactor, minTimeout is WithMinDelay,
-// maxTimeout is WithMaxDelay, randomize is WithJitter; libraries built on it retry
-// contention, which WithRetryOnContention(true) does.
+// The delays come from a jpillora/backoff Backoff: the nth delay is the min
+// delay times the factor to the power n-1, capped at the max delay; with
+// jitter it is drawn at random between the min delay and that value. The
+// retry settings of other Go lock libraries map onto the options as
+// follows, for a TryLock through Retry:
+//
+//   - redsync's WithTries(n) and WithRetryDelay(d): WithAttempts(n),
+//     WithMinDelay(d), WithMaxDelay(d), WithFactor(1), WithJitter(false) and
+//     WithRetryOnContention(true). redsync retries a failed acquire whether
+//     the lock was held or Redis failed; with those options Retry retries
+//     both too, Redis failures when they are transient (see IsTransient).
+//   - bsm/redislock's LinearBackoff(d): WithMinDelay(d), WithMaxDelay(d),
+//     WithFactor(1) and WithJitter(false); ExponentialBackoff(min, max),
+//     which doubles its delays between min and max: WithMinDelay(min),
+//     WithMaxDelay(max), WithFactor(2) and WithJitter(false);
+//     LimitRetry(s, n): WithAttempts(n+1); and
+//     WithRetryOnContention(true) for the polling. bsm/redislock retries
+//     only while the lock is held and returns Redis errors at once, while
+//     Retry also retries transient Redis failures (see IsTransient; narrow
+//     them with WithRetryIf).
 func Retry(opts ...RetryOption) Middleware {
 	cfg := &retryConfig{
 		attempts: DefaultAttempts,

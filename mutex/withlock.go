@@ -45,19 +45,72 @@ func WithLock(ctx context.Context, l Locker, key string, fn func(ctx context.Con
 // Bad input (nil l or fn, no keys) gives an error wrapping ErrInvalid before
 // any Redis call.
 func WithLockMany(ctx context.Context, l Locker, keys []string, fn func(ctx context.Context) error) error {
+	return withLock(ctx, "WithLock", l, keys, fn, func() (Lease, error) {
+		return l.Lock(ctx, keys...)
+	})
+}
+
+// WithLockWait runs fn while holding key, like WithLock, but waits for the
+// lock at most wait: it locks with l.Lock under a context derived from ctx
+// that times out after wait (with one l.TryLock when wait is zero). That
+// timeout bounds the wait only. fn runs with RunLocked under ctx itself,
+// however long it takes: the lease is extended while fn runs, fn's context
+// is cancelled if the lease is lost, and the key is unlocked when fn
+// returns or panics.
+//
+// It is the "wait briefly, work long" pattern: a job that should give up
+// soon when another process holds the lock, but that may then run much
+// longer than it was willing to wait. A context.WithTimeout around WithLock
+// cannot express it, since its deadline would end the work too:
+//
+//	err := mutex.WithLockWait(ctx, locker, 2*time.Second, "report:2026-11", func(ctx context.Context) error {
+//		return buildReport(ctx) // may take minutes; ctx ends with the caller's or a lost lease
+//	})
+//	if errors.Is(err, mutex.ErrNotObtained) && ctx.Err() == nil {
+//		// Someone else holds the report for longer than 2s: try later.
+//	}
+//
+// When the wait runs out first, WithLockWait returns the error of Lock
+// without running fn: for a *Mutex, a *NotObtainedError for which
+// errors.Is(err, ErrNotObtained) and errors.Is(err, context.DeadlineExceeded)
+// hold, while ctx.Err() is still nil, which tells it from the end of ctx
+// itself. With wait zero, a held key gives TryLock's *NotObtainedError.
+// Every other error, and the result of fn, are as for WithLock.
+//
+// Under a context that already holds key through l, fn joins the held
+// lease at once, as with WithLock. Bad input (nil l or fn, an empty key, a
+// negative wait) gives an error wrapping ErrInvalid before any Redis call.
+func WithLockWait(ctx context.Context, l Locker, wait time.Duration, key string, fn func(ctx context.Context) error) error {
+	if wait < 0 {
+		return fmt.Errorf("%w: negative wait %v for WithLockWait", ErrInvalid, wait)
+	}
+	keys := []string{key}
+	return withLock(ctx, "WithLockWait", l, keys, fn, func() (Lease, error) {
+		if wait == 0 {
+			return l.TryLock(ctx, keys...)
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		return l.Lock(wctx, keys...)
+	})
+}
+
+// withLock is WithLockMany with acquire in place of l.Lock; caller names
+// the function in errors about bad input.
+func withLock(ctx context.Context, caller string, l Locker, keys []string, fn func(ctx context.Context) error, acquire func() (Lease, error)) error {
 	if l == nil {
-		return fmt.Errorf("%w: nil Locker for WithLock", ErrInvalid)
+		return fmt.Errorf("%w: nil Locker for %s", ErrInvalid, caller)
 	}
 	if fn == nil {
-		return fmt.Errorf("%w: nil function for WithLock", ErrInvalid)
+		return fmt.Errorf("%w: nil function for %s", ErrInvalid, caller)
 	}
 	if len(keys) == 0 {
-		return fmt.Errorf("%w: no keys for WithLock", ErrInvalid)
+		return fmt.Errorf("%w: no keys for %s", ErrInvalid, caller)
 	}
 	if _, ok := HeldLease(ctx, l, keys...); ok {
 		return fn(ctx)
 	}
-	lease, err := l.Lock(ctx, keys...)
+	lease, err := acquire()
 	if err != nil {
 		return err
 	}

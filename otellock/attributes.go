@@ -56,8 +56,11 @@ const (
 	OutcomeObtained = "obtained"
 	// OutcomeNotObtained: a key was held by another owner (ErrNotObtained).
 	OutcomeNotObtained = "not_obtained"
-	// OutcomeCancelled: the call's context ended first.
+	// OutcomeCancelled: the call's context was cancelled first.
 	OutcomeCancelled = "cancelled"
+	// OutcomeTimeout: the call's context deadline passed first, such as a
+	// wait budget that ran out before the lock was obtained.
+	OutcomeTimeout = "timeout"
 	// OutcomeOK: Extend or Unlock succeeded.
 	OutcomeOK = "ok"
 	// OutcomeNotHeld: the lease no longer held its keys (ErrNotHeld).

@@ -31,16 +31,22 @@
 //
 //   - distlock.Lock covers the whole Lock call, waiting included, and
 //     distlock.TryLock the single attempt. Attributes: distlock.lock.outcome
-//     (obtained, not_obtained, cancelled or error), distlock.lock.wait_duration
-//     (seconds), distlock.lock.fifo, distlock.lock.key_count, the key attribute
-//     (below), distlock.lock.fence when obtained, and the blocking key when a
-//     key was found held.
+//     (obtained, not_obtained, cancelled, timeout or error),
+//     distlock.lock.wait_duration (seconds), distlock.lock.fifo,
+//     distlock.lock.key_count, the key attribute (below),
+//     distlock.lock.fence when obtained, and the blocking key when a key was
+//     found held.
 //   - distlock.Check: distlock.lock.key_count, the key attribute and
 //     distlock.lock.status (available, locked or partially_locked).
 //   - distlock.Extend and distlock.Unlock, linked to the span that obtained
-//     the lease: distlock.lock.outcome (ok, not_held, released, cancelled or
-//     error), distlock.lock.key_count, distlock.lock.fence, the key attribute,
-//     and on Unlock distlock.lock.hold_duration (seconds).
+//     the lease: distlock.lock.outcome (ok, not_held, released, cancelled,
+//     timeout or error), distlock.lock.key_count, distlock.lock.fence, the
+//     key attribute, and on Unlock distlock.lock.hold_duration (seconds).
+//
+// The outcome cancelled means that the call's context was cancelled before
+// the call was done, and timeout that its deadline passed first: for Lock,
+// a wait budget that ran out, such as the one of mutex.WithLockWait or of
+// WithWait in the HTTP and gRPC middleware.
 //
 // Contention is an outcome, not a failure: a Lock or TryLock that returns
 // ErrNotObtained, and any call whose context ended, leaves the span status
@@ -82,7 +88,8 @@
 //   - distlock.lock.lost (counter, {lease}): leases that ended by loss or
 //     expiry rather than Unlock.
 //   - distlock.lock.extend.failures (counter, {failure}): failed Extend calls,
-//     with distlock.lock.outcome (not_held, released, cancelled or error).
+//     with distlock.lock.outcome (not_held, released, cancelled, timeout or
+//     error).
 //
 // # Watching leases
 //

@@ -90,7 +90,7 @@ func (l *lease) Extend(ctx context.Context) error {
 	}
 	if span.IsRecording() {
 		span.SetAttributes(l.attrs(outcome)...)
-		if err != nil && outcome != OutcomeCancelled {
+		if err != nil && !isContextOutcome(outcome) {
 			ins.recordError(span, err)
 		}
 	}
@@ -110,7 +110,7 @@ func (l *lease) Unlock(ctx context.Context) error {
 		attrs := append(l.attrs(outcome),
 			AttrHoldDuration.Float64(time.Since(l.granted).Seconds()))
 		span.SetAttributes(attrs...)
-		if err != nil && outcome != OutcomeCancelled {
+		if err != nil && !isContextOutcome(outcome) {
 			ins.recordError(span, err)
 		}
 	}

@@ -186,7 +186,7 @@ func newInstruments(c config) *instruments {
 	ins.acqOpts = make(map[string]map[string]metric.MeasurementOption)
 	for _, op := range []string{OperationLock, OperationTryLock} {
 		m := make(map[string]metric.MeasurementOption)
-		for _, oc := range []string{OutcomeObtained, OutcomeNotObtained, OutcomeCancelled, OutcomeError} {
+		for _, oc := range []string{OutcomeObtained, OutcomeNotObtained, OutcomeCancelled, OutcomeTimeout, OutcomeError} {
 			m[oc] = metric.WithAttributeSet(attribute.NewSet(
 				AttrOperation.String(op), AttrOutcome.String(oc)))
 		}
@@ -197,7 +197,7 @@ func newInstruments(c config) *instruments {
 		EndLost:     metric.WithAttributeSet(attribute.NewSet(AttrEnd.String(EndLost))),
 	}
 	ins.extendOpts = make(map[string]metric.MeasurementOption)
-	for _, oc := range []string{OutcomeNotHeld, OutcomeReleased, OutcomeCancelled, OutcomeError} {
+	for _, oc := range []string{OutcomeNotHeld, OutcomeReleased, OutcomeCancelled, OutcomeTimeout, OutcomeError} {
 		ins.extendOpts[oc] = metric.WithAttributeSet(attribute.NewSet(AttrOutcome.String(oc)))
 	}
 	return ins
@@ -308,18 +308,34 @@ func statusValue(s mutex.Status) string {
 	return s.String()
 }
 
-func isContextErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+// contextOutcome returns OutcomeCancelled for an error wrapping
+// context.Canceled, OutcomeTimeout for one wrapping
+// context.DeadlineExceeded, and "" for any other.
+func contextOutcome(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return OutcomeCancelled
+	case errors.Is(err, context.DeadlineExceeded):
+		return OutcomeTimeout
+	}
+	return ""
+}
+
+// isContextOutcome reports whether outcome says that the call's context
+// ended: not a failure of the call.
+func isContextOutcome(outcome string) bool {
+	return outcome == OutcomeCancelled || outcome == OutcomeTimeout
 }
 
 // acquireOutcome classifies the error of a Lock or TryLock.
 func acquireOutcome(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return OutcomeObtained
-	case isContextErr(err):
-		return OutcomeCancelled
-	case errors.Is(err, mutex.ErrNotObtained):
+	}
+	if oc := contextOutcome(err); oc != "" {
+		return oc
+	}
+	if errors.Is(err, mutex.ErrNotObtained) {
 		return OutcomeNotObtained
 	}
 	return OutcomeError
@@ -334,8 +350,9 @@ func leaseOutcome(err error) string {
 		return OutcomeReleased
 	case errors.Is(err, mutex.ErrNotHeld):
 		return OutcomeNotHeld
-	case isContextErr(err):
-		return OutcomeCancelled
+	}
+	if oc := contextOutcome(err); oc != "" {
+		return oc
 	}
 	return OutcomeError
 }

@@ -152,7 +152,9 @@ func TestTryLockContended(t *testing.T) {
 	})
 }
 
-func TestLockCancelled(t *testing.T) {
+// TestLockTimeout checks that a wait budget that runs out (a context
+// deadline) is the outcome timeout, not an error, with the blocking key.
+func TestLockTimeout(t *testing.T) {
 	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
 		h := newHarnessOn(t, backend.Client(t), 0)
 		k := key(t, "a")
@@ -169,14 +171,61 @@ func TestLockCancelled(t *testing.T) {
 		s := h.one(t, "distlock.Lock")
 		assert.Equal(t, codes.Unset, s.Status().Code)
 		a := attrs(s)
-		assert.Equal(t, otellock.OutcomeCancelled, a[otellock.AttrOutcome].AsString())
+		assert.Equal(t, otellock.OutcomeTimeout, a[otellock.AttrOutcome].AsString())
 		assert.Equal(t, otellock.HashKey(k), a[otellock.AttrBlockingKeyHash].AsString())
 		assert.GreaterOrEqual(t, a[otellock.AttrWaitDuration].AsFloat64(), 0.05)
 		assert.False(t, s.EndTime().Before(s.StartTime().Add(50*time.Millisecond)), "the span covers the wait")
 
 		rm := h.collect(t)
-		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeCancelled)))
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeTimeout)))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeCancelled)))
 	})
+}
+
+// TestLockCancelled checks that a cancelled wait is the outcome cancelled,
+// told apart from timeout.
+func TestLockCancelled(t *testing.T) {
+	redistest.RunBackends(t, func(t *testing.T, backend redistest.Backend) {
+		h := newHarnessOn(t, backend.Client(t), 0)
+		k := key(t, "a")
+		held, err := h.m.Lock(t.Context(), k)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = held.Unlock(context.Background()) })
+
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		_, err = h.l.Lock(ctx, k)
+		require.ErrorIs(t, err, mutex.ErrNotObtained)
+		require.ErrorIs(t, err, context.Canceled)
+
+		s := h.one(t, "distlock.Lock")
+		assert.Equal(t, codes.Unset, s.Status().Code)
+		a := attrs(s)
+		assert.Equal(t, otellock.OutcomeCancelled, a[otellock.AttrOutcome].AsString())
+		assert.Equal(t, otellock.HashKey(k), a[otellock.AttrBlockingKeyHash].AsString())
+
+		rm := h.collect(t)
+		assert.Equal(t, int64(1), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeCancelled)))
+		assert.Equal(t, int64(0), sum(t, rm, otellock.MetricAcquisitions, opLock, outcome(otellock.OutcomeTimeout)))
+	})
+}
+
+// TestExtendTimeout checks that an Extend whose deadline passed is the
+// outcome timeout, counted as a failed extension but not a span error.
+func TestExtendTimeout(t *testing.T) {
+	h := newHarness(t, 0)
+	lease, err := h.l.Lock(t.Context(), key(t, "a"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
+	defer cancel()
+	require.ErrorIs(t, lease.Extend(ctx), context.DeadlineExceeded)
+	require.NoError(t, lease.Unlock(t.Context()))
+
+	s := h.one(t, "distlock.Extend")
+	assert.Equal(t, codes.Unset, s.Status().Code)
+	assert.Equal(t, otellock.OutcomeTimeout, attrs(s)[otellock.AttrOutcome].AsString())
+	rm := h.collect(t)
+	assert.Equal(t, int64(1), sum(t, rm, otellock.MetricExtendFailures, outcome(otellock.OutcomeTimeout)))
 }
 
 func TestRedisFailureIsSpanError(t *testing.T) {

@@ -129,6 +129,17 @@ func newProxiedMutex(t *testing.T, srv *redistest.Server, cfg mutex.Config, mod 
 	return m, p
 }
 
+// shortTimeouts bounds the go-redis calls that no context deadline bounds
+// (those of a client without ContextTimeoutEnabled) to a second.
+func shortTimeouts(o *redis.Options) {
+	o.DialTimeout = time.Second
+	o.ReadTimeout = time.Second
+	o.WriteTimeout = time.Second
+}
+
+// TestAcquireBudgetEndsDuringRedisCall holds Redis's replies back past the
+// budget: no attempt was seen to find the key held and Redis does not
+// answer the probe, so Redis is unavailable, held key or not.
 func TestAcquireBudgetEndsDuringRedisCall(t *testing.T) {
 	srv := redistest.Shared(t)
 	for i, tc := range redistest.FaultConfigs {
@@ -142,14 +153,18 @@ func TestAcquireBudgetEndsDuringRedisCall(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { held.Unlock(context.Background()) })
 
-			m, p := newProxiedMutex(t, srv, cfg, tc.Mod)
+			m, p := newProxiedMutex(t, srv, cfg, func(o *redis.Options) {
+				tc.Mod(o)
+				shortTimeouts(o)
+			})
 			p.Pause()
 			t.Cleanup(p.Resume)
-			_, unavailable, err := serialize.Acquire(t.Context(), m, "k", 100*time.Millisecond)
-			var ne *mutex.NotObtainedError
-			require.ErrorAs(t, err, &ne, "%v", err)
-			require.ErrorIs(t, err, context.DeadlineExceeded)
-			require.False(t, unavailable)
+			for _, key := range []string{"k", "free"} {
+				_, unavailable, err := serialize.Acquire(t.Context(), m, key, 100*time.Millisecond)
+				require.True(t, unavailable, "%s: %v", key, err)
+				require.NotErrorIs(t, err, mutex.ErrNotObtained)
+				require.ErrorContains(t, err, "no answer within the 100ms wait: check: ")
+			}
 		})
 	}
 }
@@ -168,18 +183,90 @@ func (budgetLocker) Lock(ctx context.Context, _ ...string) (mutex.Lease, error) 
 	return nil, errors.New("mutex: acquire: i/o timeout")
 }
 
-func TestAcquireBudgetEndsWithAnyError(t *testing.T) {
+// TestAcquireFailureAtBudgetEnd checks that a Locker failure is a failure
+// even when the budget ran out meanwhile, and that the request's own end
+// keeps its cause.
+func TestAcquireFailureAtBudgetEnd(t *testing.T) {
 	_, unavailable, err := serialize.Acquire(t.Context(), budgetLocker{}, "k", 20*time.Millisecond)
-	var ne *mutex.NotObtainedError
-	require.ErrorAs(t, err, &ne)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.False(t, unavailable)
+	require.True(t, unavailable)
+	require.EqualError(t, err, "mutex: acquire: i/o timeout")
 
-	// The request's own end keeps its cause.
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(10*time.Millisecond, cancel)
 	_, unavailable, err = serialize.Acquire(ctx, budgetLocker{}, "k", time.Minute)
 	require.ErrorIs(t, err, mutex.ErrNotObtained)
 	require.ErrorIs(t, err, context.Canceled)
 	require.False(t, unavailable)
+}
+
+// keylessLocker is a Locker whose Lock waits for its context and then
+// reports contention without naming a key, as a *mutex.Mutex does for a
+// call that waited behind other callers of the same Mutex.
+type keylessLocker struct{ mutex.Locker }
+
+func (keylessLocker) Lock(ctx context.Context, _ ...string) (mutex.Lease, error) {
+	<-ctx.Done()
+	return nil, &mutex.NotObtainedError{Cause: ctx.Err()}
+}
+
+func (keylessLocker) TryLock(context.Context, ...string) (mutex.Lease, error) {
+	return nil, fmt.Errorf("decorated: %w", mutex.ErrNotObtained)
+}
+
+// TestAcquireNamesTheKey checks that contention always comes back as a
+// *mutex.NotObtainedError naming the key: when the Locker names none, and
+// Redis answers the probe after the budget.
+func TestAcquireNamesTheKey(t *testing.T) {
+	srv := redistest.Shared(t)
+	m, err := mutex.New(srv.Client(t), mutex.Config{Prefix: "serialize-test-names"})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	l := keylessLocker{m}
+
+	_, unavailable, err := serialize.Acquire(t.Context(), l, "k", 20*time.Millisecond)
+	require.False(t, unavailable, "%v", err)
+	var ne *mutex.NotObtainedError
+	require.ErrorAs(t, err, &ne)
+	require.Equal(t, "k", ne.Key)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.EqualError(t, err, `mutex: not obtained: "k" is held: context deadline exceeded`)
+
+	_, unavailable, err = serialize.Acquire(t.Context(), l, "k", 0)
+	require.False(t, unavailable, "%v", err)
+	require.ErrorAs(t, err, &ne)
+	require.Equal(t, "k", ne.Key)
+	require.NotErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// TestAcquireLocalQueue has calls of one Mutex wait behind another of its
+// calls, so that they make no attempt of their own: when their budget runs
+// out, the key is busy, named in the error.
+func TestAcquireLocalQueue(t *testing.T) {
+	srv := redistest.Shared(t)
+	cfg := mutex.Config{Prefix: "serialize-test-queue"}
+	holder, err := mutex.New(srv.Client(t), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { holder.Close() })
+	m, err := mutex.New(srv.Client(t), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	held, err := holder.TryLock(t.Context(), "k")
+	require.NoError(t, err)
+	t.Cleanup(func() { held.Unlock(context.Background()) })
+
+	ctx, cancel := context.WithCancel(t.Context())
+	first := make(chan error, 1)
+	go func() {
+		_, err := m.Lock(ctx, "k")
+		first <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the first call waits
+	_, unavailable, err := serialize.Acquire(t.Context(), m, "k", 100*time.Millisecond)
+	require.False(t, unavailable, "%v", err)
+	var ne *mutex.NotObtainedError
+	require.ErrorAs(t, err, &ne)
+	require.Equal(t, "k", ne.Key)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	cancel()
+	require.ErrorIs(t, <-first, context.Canceled)
 }
