@@ -474,7 +474,18 @@ func (s *Sentinel) heal(ctx context.Context) error {
 			return fmt.Errorf("redistest: REPLICAOF on %s: %w", replica.Addr(), err)
 		}
 	}
-	return s.waitFor(ctx, func() error { return s.settled(ctx) })
+	return s.waitFor(ctx, func() error {
+		err := s.settled(ctx)
+		if err != nil {
+			// A sentinel that had not yet heard of the failover may have
+			// made the restarted server a primary again: point it at the
+			// primary once more.
+			if info, ierr := s.admin(replica).Info(ctx, "replication").Result(); ierr == nil && infoFields(info)["role"] == "master" {
+				_ = s.admin(replica).ReplicaOf(ctx, "127.0.0.1", strconv.Itoa(primary.Port())).Err()
+			}
+		}
+		return err
+	})
 }
 
 // restart starts sv again on its port if it is not running.
