@@ -17,12 +17,9 @@ for i = 1, #KEYS / 2 do
     held[#held + 1] = i
   end
 end
-if #held > 0 then
-  local tries = 1
-  if ARGV[3] == '1' then tries = 1000 end
-  if not pass(tonumber(ARGV[2]), tries) then
-    return redis.error_reply('CLOCK server clock has not passed the lease fence ' .. ARGV[2] .. '; keys kept until their TTL')
-  end
+local err = #held > 0 and stalled(ARGV[2], ARGV[3])
+if err then
+  return err
 end
 for _, i in ipairs(held) do
   local lock, queue = KEYS[2*i-1], KEYS[2*i]

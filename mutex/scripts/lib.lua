@@ -20,6 +20,19 @@ local function pass(fence, tries)
   return false
 end
 
+-- stalled returns the CLOCK error reply of a release that must not go
+-- ahead, because the server clock has not passed the lease's fence (a
+-- decimal string), or nil. A young lease (young is '1') waits for the
+-- clock a moment; see pass.
+local function stalled(fence, young)
+  local tries = 1
+  if young == '1' then tries = 1000 end
+  if not pass(tonumber(fence), tries) then
+    return redis.error_reply('CLOCK server clock has not passed the lease fence ' .. fence .. '; keys kept until their TTL')
+  end
+  return nil
+end
+
 -- announce publishes msg on channel. On a Redis Cluster (sharded is '1')
 -- of Redis 7 or later, it goes through sharded pub/sub, so that only the
 -- shard that owns the channel's slot carries it.

@@ -20,12 +20,9 @@ end
 -- for it a moment. A clock that has not moved past the fence (stuck, or
 -- stepped back) would let the next grant repeat it: keep the keys instead,
 -- so that no grant comes before they expire.
-if #held > 0 then
-  local tries = 1
-  if ARGV[3] == '1' then tries = 1000 end
-  if not pass(tonumber(ARGV[2]), tries) then
-    return redis.error_reply('CLOCK server clock has not passed the lease fence ' .. ARGV[2] .. '; keys kept until their TTL')
-  end
+local err = #held > 0 and stalled(ARGV[2], ARGV[3])
+if err then
+  return err
 end
 local id = string.match(ARGV[1], '^([^.]*)%.') or ''
 for _, key in ipairs(held) do
