@@ -194,3 +194,77 @@ func TestBatchedCallsGiveUpInFlight(t *testing.T) {
 		})
 	}
 }
+
+// Batched calls keep exclusion while connections are cut under them: many
+// goroutines of one Mutex, every call batched, contend for a few keys while
+// the proxy cuts every connection again and again; no key is ever held by
+// two valid leases, and every call ends.
+func TestBatchedCallsUnderConnectionCuts(t *testing.T) {
+	for _, fifo := range []bool{false, true} {
+		for _, cc := range retryConfigs {
+			t.Run(fmt.Sprintf("fifo=%v/%s", fifo, cc.Name), func(t *testing.T) { batchedUnderCuts(t, fifo, cc.Mod) })
+		}
+	}
+}
+
+func batchedUnderCuts(t *testing.T, fifo bool, mod func(*redis.Options)) {
+	srv := redistest.Start(t)
+	p := newFaultProxy(t, srv.Addr())
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 2 * time.Second, FIFO: fifo}
+	m := newMutexOn(t, p.client(t, redistest.ContextTimeouts.Mod, mod), cfg)
+	mutex.SetMaxInFlight(m, 1)
+
+	const keys, goroutines = 3, 24
+	var (
+		mu       sync.Mutex
+		holders  [keys]mutex.Lease
+		overlaps []string
+		grants   atomic.Int64
+		failures atomic.Int64
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := (g + i) % keys
+				ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+				l, err := m.Lock(ctx, fmt.Sprint("k", k))
+				if err != nil {
+					cancel()
+					failures.Add(1)
+					continue
+				}
+				grants.Add(1)
+				mu.Lock()
+				if h := holders[k]; h != nil && h.Err() == nil {
+					overlaps = append(overlaps, fmt.Sprintf("k%d: fence %d granted while fence %d was held", k, l.Fence(), h.Fence()))
+				}
+				holders[k] = l
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+				mu.Lock()
+				if holders[k] == l {
+					holders[k] = nil
+				}
+				mu.Unlock()
+				_ = l.Unlock(ctx)
+				cancel()
+			}
+		})
+	}
+	for range 40 {
+		time.Sleep(50 * time.Millisecond)
+		p.cutAll()
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d grants, %d failed calls", grants.Load(), failures.Load())
+	assert.Empty(t, overlaps)
+	assert.Positive(t, grants.Load())
+}
