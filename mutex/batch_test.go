@@ -268,3 +268,29 @@ func batchedUnderCuts(t *testing.T, fifo bool, mod func(*redis.Options)) {
 	assert.Empty(t, overlaps)
 	assert.Positive(t, grants.Load())
 }
+
+// A Lock that waits behind another waiter of its Mutex, and so makes no
+// attempt of its own, still says which key kept it waiting when its
+// context ends.
+func TestQueuedWaiterNamesTheHeldKey(t *testing.T) {
+	srv := redistest.Shared(t)
+	cfg := mutex.Config{Prefix: prefix(t), TTL: 10 * time.Second}
+	holder, m := newMutex(t, srv, cfg), newMutex(t, srv, cfg)
+	held := must[mutex.Lease](t)(holder.Lock(t.Context(), "k"))
+	defer held.Unlock(context.Background())
+
+	first := lockAsync(t.Context(), m, "k")
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	_, err := m.Lock(ctx, "k")
+	var nerr *mutex.NotObtainedError
+	require.ErrorAs(t, err, &nerr)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, "k", nerr.Key)
+	assert.Positive(t, nerr.RetryAfter)
+	require.NoError(t, held.Unlock(t.Context()))
+	g := <-first
+	require.NoError(t, g.err)
+	require.NoError(t, g.lease.Unlock(t.Context()))
+}

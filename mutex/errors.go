@@ -46,8 +46,10 @@ var (
 // error, so both errors.Is(err, ErrNotObtained) and errors.Is(err, ctx.Err())
 // hold.
 type NotObtainedError struct {
-	// Key is the key found held by another owner at the last attempt, or
-	// empty if no attempt saw one.
+	// Key is the key found held by another owner at the last attempt, or,
+	// for a Lock that waited behind another waiter of its Mutex without an
+	// attempt of its own, the key that waiter found held; empty if no
+	// attempt got an answer from Redis.
 	Key string
 	// RetryAfter is the remaining TTL of that key at the last attempt, a hint
 	// for when it frees up at the latest; zero if unknown.

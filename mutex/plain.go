@@ -41,6 +41,8 @@ type waiter struct {
 	// missed tells that a key it claims was announced released while
 	// another waiter had the turn.
 	missed bool
+	// last is what the waiter's last attempt found held, if anything.
+	last *NotObtainedError
 }
 
 func newPlain(m *Mutex) *plain {
@@ -189,7 +191,7 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		select {
 		case <-q.ready:
 		case <-ctx.Done():
-			return nil, notObtained(last, ctx.Err())
+			return nil, notObtained(p.lastFor(w, last), ctx.Err())
 		case <-m.stop:
 			return nil, ErrClosed
 		case <-time.After(m.ttl):
@@ -207,7 +209,7 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, notObtained(last, ctx.Err())
+			return nil, notObtained(p.lastFor(w, last), ctx.Err())
 		case <-m.stop:
 			return nil, ErrClosed
 		case <-w.wake:
@@ -234,7 +236,7 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		}
 		l, b, err := p.attempt(ctx, keys, rkeys)
 		if err != nil {
-			return nil, ended(ctx, last, err)
+			return nil, ended(ctx, p.lastFor(w, last), err)
 		}
 		if l != nil {
 			acquired = true
@@ -247,6 +249,7 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		}
 		last = b
 		m.mu.Lock()
+		w.last = b
 		w.blocked = rkeys[indexOf(keys, b.Key)]
 		if w.releasesLocked() != heard {
 			// A release came during the attempt, and may have gone to a
@@ -264,6 +267,28 @@ func (p *plain) lock(ctx context.Context, keys, rkeys []string) (Lease, error) {
 		}
 		resetTimer(timer, d+time.Millisecond)
 	}
+}
+
+// lastFor returns last, what w's own last attempt found held, or if w
+// made none that got an answer, what a waiter ahead of it in the queue of
+// one of its keys found held: the key that kept w waiting.
+func (p *plain) lastFor(w *waiter, last *NotObtainedError) *NotObtainedError {
+	if last != nil {
+		return last
+	}
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	for _, q := range w.queues {
+		for _, x := range q.waiters {
+			if x == w {
+				break
+			}
+			if x.last != nil && x.blocked == q.key {
+				return x.last
+			}
+		}
+	}
+	return nil
 }
 
 // indexOf returns the index of key in keys, or 0 if it is not there.
