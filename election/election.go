@@ -184,7 +184,9 @@ func (e *Election) Campaign(ctx context.Context, name, value string) (*Term, err
 }
 
 // Leader returns the leader of name's current term, or ErrNoLeader if none
-// is recorded. It does not campaign.
+// is recorded, or if the Locker reports name free: a record can outlive a
+// Campaign that gave up while writing it. It does not campaign; it costs
+// a read of the record and a Check of the Locker.
 func (e *Election) Leader(ctx context.Context, name string) (Leader, error) {
 	if err := checkName(name); err != nil {
 		return Leader{}, err
@@ -200,7 +202,23 @@ func (e *Election) Leader(ctx context.Context, name string) (Leader, error) {
 	if !ok {
 		return Leader{}, fmt.Errorf("leader: unexpected record %q", rec)
 	}
+	if held, err := e.held(ctx, name); err != nil {
+		return Leader{}, fmt.Errorf("leader: %w", err)
+	} else if !held {
+		return Leader{}, ErrNoLeader
+	}
 	return l, nil
+}
+
+// held reports whether the Locker holds name for someone. A record of a
+// term whose name is free is left by a Campaign that gave up while its
+// record was still on its way to Redis: no leader holds that term.
+func (e *Election) held(ctx context.Context, name string) (bool, error) {
+	st, err := e.locker.Check(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	return st != mutex.Available, nil
 }
 
 // parseRecord decodes "<fence> <since µs> <value>".

@@ -21,7 +21,10 @@ type observer struct {
 	queue  []Leader // to deliver, in order
 	resync bool     // read the record: a subscription was (re)confirmed
 	last   int64    // fence of the last leader queued
-	kick   chan struct{}
+	// checked is the fence of the last leader found held before delivery;
+	// used by run only.
+	checked int64
+	kick    chan struct{}
 }
 
 // Observe returns a channel that delivers the leader of each new term of
@@ -31,7 +34,9 @@ type observer struct {
 // after a later one. Announcements come through pub/sub; when the
 // connection is lost and comes back, Observe reads the current leader
 // and delivers it if it changed meanwhile (terms that began and ended
-// while the connection was down are not delivered).
+// while the connection was down are not delivered). Before it delivers a
+// leader, Observe checks with the Locker that name is held, and drops the
+// announcement of a Campaign that gave up after all.
 //
 // The channel is closed when ctx ends or the Election is closed, and at
 // once for an empty or oversized name. A receiver that falls behind loses
@@ -112,6 +117,18 @@ func (o *observer) run(ctx context.Context) {
 			out = nil // nothing to deliver: wait
 		} else {
 			l = *next
+			if l.Fence > o.checked {
+				// An announcement whose name is free came from a
+				// Campaign that gave up: drop it (see Election.held).
+				held, err := o.e.held(ctx, o.name)
+				if err == nil && !held {
+					o.mu.Lock()
+					o.queue = o.queue[1:]
+					o.mu.Unlock()
+					continue
+				}
+				o.checked = l.Fence
+			}
 		}
 		select {
 		case <-ctx.Done():

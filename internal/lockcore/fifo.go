@@ -135,6 +135,9 @@ func (c *Core) waitQueued(ctx context.Context, timer *time.Timer, w *fifoWaiter,
 		lost := w.lost
 		c.mu.Unlock()
 		if lost {
+			// Its entry of some key is gone, but those of its other keys
+			// may be left: take them out before joining again.
+			c.giveUp(w, rkeys)
 			return nil, nil
 		}
 		start := time.Now()
@@ -158,7 +161,7 @@ func (c *Core) waitQueued(ctx context.Context, timer *time.Timer, w *fifoWaiter,
 			}
 			return nil, nil // granted too late to use: join again
 		case o.lost:
-			c.forget(w)
+			c.giveUp(w, rkeys)
 			return nil, nil
 		}
 		*last = blockedBy(keys, o)

@@ -68,9 +68,10 @@ func (p *PubSub) Subscribe(channel string, h Handler) *Subscription {
 	}
 	s := &Subscription{ps: p, channel: channel, h: h}
 	p.handlers[channel] = append(p.handlers[channel], s)
-	if len(p.handlers[channel]) == 1 {
-		p.queueLocked(channel)
-	}
+	// Subscribe again even if the channel has handlers already: the
+	// confirmation is what tells the new handler that it receives
+	// messages from now on (the others take it as a harmless resync).
+	p.queueLocked(channel)
 	return s
 }
 
