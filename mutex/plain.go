@@ -15,6 +15,11 @@ import (
 type plain struct {
 	m      *Mutex
 	queues map[string]*keyQueue // by Redis key, guarded by m.mu
+	// lateUntil is, after a release of this Mutex whose outcome is
+	// unknown, when the keys it may yet release expire: until then, its
+	// own release announcements are heeded, since such a release may run
+	// after the waiters it woke found the keys still held. Guarded by m.mu.
+	lateUntil time.Time
 }
 
 // keyQueue holds the local waiters of one Redis key in arrival order. It
@@ -403,10 +408,17 @@ func (p *plain) dequeue(w *waiter, acquired bool) {
 // missed: it tries once the waiters ahead of it no longer claim its keys,
 // as when the first one's attempt finds another of its keys held. The
 // announcement of a release by this Mutex, which names its id, is left
-// alone: release woke the waiters already.
+// alone, as release woke the waiters already; but not for a TTL after a
+// release whose outcome was unknown, which may have run after the waiters
+// it woke found the keys still held.
 func (p *plain) message(key, payload string) {
 	if payload != "" && payload == p.m.id {
-		return
+		p.m.mu.Lock()
+		late := time.Now().Before(p.lateUntil)
+		p.m.mu.Unlock()
+		if !late {
+			return
+		}
 	}
 	p.released(key)
 }
@@ -467,7 +479,18 @@ func (p *plain) check(ctx context.Context, rkeys []string) (int64, error) {
 func (p *plain) release(ctx context.Context, l *lease) (int, bool, error) {
 	cmd, sends := runCounted(ctx, &p.m.batch, releaseScript, l.rkeys, l.value, l.fence, l.young(), p.m.sharded, new(sendCounter))
 	n, err := cmd.Int()
-	if n > 0 || (err != nil && sends > 0) {
+	if err != nil && unknownOutcome(sends, err) {
+		// The release may run later than the wake-up below: heed its
+		// announcement until the keys expire anyway.
+		p.m.mu.Lock()
+		if t := time.Now().Add(p.m.ttl); t.After(p.lateUntil) {
+			p.lateUntil = t
+		}
+		p.m.mu.Unlock()
+	}
+	// A send whose reply was lost may have released the keys although
+	// the re-send found them gone (n 0, no error).
+	if n > 0 || sends > 1 || (err != nil && sends > 0) {
 		for _, k := range l.rkeys {
 			p.released(k)
 		}
