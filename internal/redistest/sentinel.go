@@ -234,7 +234,7 @@ func (s *Sentinel) RestartOld(t testing.TB) {
 	if err := s.admin(old).ReplicaOf(ctx, "127.0.0.1", strconv.Itoa(primary.Port())).Err(); err != nil {
 		t.Fatalf("redistest: REPLICAOF on %s: %v", old.Addr(), err)
 	}
-	if err := s.waitFor(ctx, func() error { return s.settled(ctx) }); err != nil {
+	if err := s.settle(ctx, old, primary); err != nil {
 		t.Fatal(err.Error())
 	}
 }
@@ -270,7 +270,7 @@ func (s *Sentinel) Failover(t testing.TB) time.Duration {
 	if err := s.admin(old).ReplicaOf(ctx, "127.0.0.1", strconv.Itoa(next.Port())).Err(); err != nil {
 		t.Fatalf("redistest: REPLICAOF on %s: %v", old.Addr(), err)
 	}
-	if err := s.waitFor(ctx, func() error { return s.settled(ctx) }); err != nil {
+	if err := s.settle(ctx, old, next); err != nil {
 		t.Fatal(err.Error())
 	}
 	return took
@@ -474,12 +474,17 @@ func (s *Sentinel) heal(ctx context.Context) error {
 			return fmt.Errorf("redistest: REPLICAOF on %s: %w", replica.Addr(), err)
 		}
 	}
+	return s.settle(ctx, replica, primary)
+}
+
+// settle waits until the deployment is settled, with replica a replica of
+// primary. A server that reports itself a primary meanwhile (a sentinel
+// that had not yet heard of the last failover can reconfigure it) is
+// pointed at primary again.
+func (s *Sentinel) settle(ctx context.Context, replica, primary *Server) error {
 	return s.waitFor(ctx, func() error {
 		err := s.settled(ctx)
 		if err != nil {
-			// A sentinel that had not yet heard of the failover may have
-			// made the restarted server a primary again: point it at the
-			// primary once more.
 			if info, ierr := s.admin(replica).Info(ctx, "replication").Result(); ierr == nil && infoFields(info)["role"] == "master" {
 				_ = s.admin(replica).ReplicaOf(ctx, "127.0.0.1", strconv.Itoa(primary.Port())).Err()
 			}
