@@ -37,7 +37,7 @@ type scriptCall struct {
 	ctx   context.Context
 	args  []any         // EVALSHA or EVAL, and its arguments
 	cmd   *redis.Cmd    // set before done is closed
-	done  chan struct{} // closed when cmd has its reply
+	done  chan struct{} // closed when cmd has its reply; never for a dropped call
 	state atomic.Int32
 }
 
@@ -128,12 +128,12 @@ func (b *batcher) sendBatch(batch []*scriptCall) {
 	var deadline time.Time
 	bounded := true
 	for _, c := range batch {
-		if c.ctx.Err() != nil || !c.state.CompareAndSwap(callQueued, callTaken) {
-			if c.state.CompareAndSwap(callQueued, callDropped) || c.state.Load() == callDropped {
-				c.cmd = redis.NewCmd(c.ctx)
-				c.cmd.SetErr(context.Cause(c.ctx))
-				close(c.done)
-			}
+		// A call whose caller's context has ended is dropped, never sent:
+		// the caller returns on its own.
+		if c.ctx.Err() != nil {
+			c.state.CompareAndSwap(callQueued, callDropped)
+		}
+		if !c.state.CompareAndSwap(callQueued, callTaken) {
 			continue
 		}
 		live = append(live, c)

@@ -13,8 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jpillora/backoff"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/distlock/distlock/internal/bgretry"
 )
 
 const (
@@ -451,52 +452,20 @@ func (m *Mutex) goLocked(f func(ctx context.Context)) bool {
 	return true
 }
 
-// Bounds of the retries of a background request.
-const (
-	bgAttemptTimeout = 5 * time.Second
-	bgMinDelay       = 10 * time.Millisecond
-	bgMaxDelay       = time.Second
-	// closedAttemptTimeout bounds the clean-up of a Lock that ends after
-	// Close.
-	closedAttemptTimeout = time.Second
-)
+// closedAttemptTimeout bounds the clean-up of a Lock that ends after Close.
+const closedAttemptTimeout = bgretry.ClosedAttemptTimeout
 
-// untilDone runs req in the background until it succeeds, with a pause
-// that doubles from bgMinDelay to bgMaxDelay between failures. Close stops
-// the retries, but lets the first attempt finish for up to
-// closedAttemptTimeout, as much as it would give it after Close: then req
-// makes one attempt, at once and in the caller's goroutine, of at most
-// closedAttemptTimeout.
+// untilDone runs req in the background until it succeeds (see
+// bgretry.Until). Close stops the retries, but lets the first attempt
+// finish for up to closedAttemptTimeout, as much as it would give it after
+// Close: then req makes one attempt, at once and in the caller's
+// goroutine, of at most closedAttemptTimeout.
 func (m *Mutex) untilDone(req func(ctx context.Context) error) {
 	m.mu.Lock()
-	started := m.goLocked(func(ctx context.Context) {
-		b := backoff.Backoff{Min: bgMinDelay, Max: bgMaxDelay, Factor: 2}
-		for first := true; ; first = false {
-			parent, timeout := ctx, bgAttemptTimeout
-			if first {
-				parent, timeout = context.WithoutCancel(ctx), closedAttemptTimeout
-			}
-			actx, cancel := context.WithTimeout(parent, timeout)
-			err := req(actx)
-			cancel()
-			// An error reply, too, means that the request did not run:
-			// Redis refused it (loading, read-only, authentication) or
-			// was not reached.
-			if err == nil {
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(b.Duration()):
-			}
-		}
-	})
+	started := m.goLocked(func(ctx context.Context) { bgretry.Until(ctx, req) })
 	m.mu.Unlock()
 	if !started {
-		ctx, cancel := context.WithTimeout(context.Background(), closedAttemptTimeout)
-		defer cancel()
-		_ = req(ctx)
+		bgretry.Once(req)
 	}
 }
 

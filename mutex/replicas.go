@@ -45,6 +45,19 @@ const (
 	redirectPause    = 25 * time.Millisecond
 )
 
+// rerouted prepares attempt n+1 (n from 1) of a call that a Cluster
+// redirected: it reloads go-redis's map of the cluster and pauses n times
+// redirectPause. It reports false if ctx ended first.
+func rerouted(ctx context.Context, cc *redis.ClusterClient, n int) bool {
+	cc.ReloadState(ctx)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Duration(n) * redirectPause):
+		return true
+	}
+}
+
 func isRedirect(err error) bool {
 	return redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")
 }
@@ -81,11 +94,8 @@ func (l *lease) extendReplicated(ctx context.Context) (int64, error) {
 			// which primaryFor follows, is behind: reload it and try
 			// again. The extension is safe to repeat.
 			redirects++
-			cc.ReloadState(ctx)
-			select {
-			case <-ctx.Done():
+			if !rerouted(ctx, cc, redirects) {
 				return 0, err
-			case <-time.After(time.Duration(redirects) * redirectPause):
 			}
 			continue
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -138,11 +137,8 @@ func runCounted(ctx context.Context, b *batcher, s *script, keys []string, args 
 			return cmd, sc.n.Load()
 		}
 		redirects++
-		cc.ReloadState(ctx)
-		select {
-		case <-ctx.Done():
+		if !rerouted(ctx, cc, redirects) {
 			return cmd, sc.n.Load()
-		case <-time.After(time.Duration(redirects) * redirectPause):
 		}
 	}
 }

@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jpillora/backoff"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/distlock/distlock/internal/bgretry"
 	"github.com/distlock/distlock/mutex"
 )
 
@@ -350,11 +350,8 @@ func (c *Core) joinOutcome(ctx context.Context, keys, rkeys []string, token stri
 	return l, o, err
 }
 
-// Bounds of the retries of a background request.
-const (
-	bgAttemptTimeout     = 5 * time.Second
-	closedAttemptTimeout = time.Second
-)
+// closedAttemptTimeout bounds the clean-up of a Lock that ends after Close.
+const closedAttemptTimeout = bgretry.ClosedAttemptTimeout
 
 var livenessMS = strconv.FormatInt(Liveness.Milliseconds(), 10)
 
@@ -385,37 +382,16 @@ func (c *Core) plainFlag() string {
 	return "1"
 }
 
-// untilDone runs req in the background until it succeeds, with a pause
-// that doubles from 10ms to a second between failures. Close stops the
-// retries, but lets the first attempt finish for up to a second; after
-// Close, req makes one attempt at once, of at most a second.
+// untilDone runs req in the background until it succeeds (see
+// bgretry.Until). Close stops the retries, but lets the first attempt
+// finish for up to a second; after Close, req makes one attempt at once,
+// of at most a second.
 func (c *Core) untilDone(req func(ctx context.Context) error) {
 	c.mu.Lock()
-	started := c.goLocked(func(ctx context.Context) {
-		b := backoff.Backoff{Min: 10 * time.Millisecond, Max: time.Second, Factor: 2}
-		for first := true; ; first = false {
-			parent, timeout := ctx, bgAttemptTimeout
-			if first {
-				parent, timeout = context.WithoutCancel(ctx), closedAttemptTimeout
-			}
-			actx, cancel := context.WithTimeout(parent, timeout)
-			err := req(actx)
-			cancel()
-			if err == nil {
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(b.Duration()):
-			}
-		}
-	})
+	started := c.goLocked(func(ctx context.Context) { bgretry.Until(ctx, req) })
 	c.mu.Unlock()
 	if !started {
-		ctx, cancel := context.WithTimeout(context.Background(), closedAttemptTimeout)
-		defer cancel()
-		_ = req(ctx)
+		bgretry.Once(req)
 	}
 }
 
