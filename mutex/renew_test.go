@@ -186,7 +186,8 @@ func TestRenewRunLockedDoesNotWaitForStalledRenewal(t *testing.T) {
 }
 
 // scriptHook counts the script calls (alone or in pipelines) a client has
-// sent and not yet seen answered while on, and the most at once.
+// sent and not yet seen answered, and the most at once among those sent
+// while on.
 type scriptHook struct {
 	on        atomic.Bool
 	now, most atomic.Int64
@@ -198,11 +199,10 @@ func isScript(cmd redis.Cmder) bool {
 }
 
 func (h *scriptHook) enter() bool {
-	if !h.on.Load() {
-		return false
-	}
 	n := h.now.Add(1)
-	for m := h.most.Load(); n > m && !h.most.CompareAndSwap(m, n); m = h.most.Load() {
+	if h.on.Load() {
+		for m := h.most.Load(); n > m && !h.most.CompareAndSwap(m, n); m = h.most.Load() {
+		}
 	}
 	return true
 }
@@ -238,6 +238,8 @@ func TestRenewerOneExtensionInFlightPerClient(t *testing.T) {
 	r, err := mutex.NewRenewer(mutex.RenewerConfig{})
 	require.NoError(t, err)
 	t.Cleanup(func() { r.Close() })
+	hook := &scriptHook{}
+	c.AddHook(hook)
 
 	var renewals []*mutex.Renewal
 	for i := range 4 {
@@ -247,8 +249,11 @@ func TestRenewerOneExtensionInFlightPerClient(t *testing.T) {
 		renewals = append(renewals, x)
 		time.Sleep(50 * time.Millisecond) // due apart, in batches of their own
 	}
-	hook := &scriptHook{}
-	c.AddHook(hook)
+	// Pause between extensions, so that the ones that hang are counted
+	// from their start.
+	for hook.now.Load() != 0 {
+		time.Sleep(time.Millisecond)
+	}
 	hook.on.Store(true) // only the extensions call scripts from now on
 	proxy.Pause()
 	time.Sleep(time.Second)
