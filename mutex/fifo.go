@@ -671,9 +671,12 @@ func (f *fifo) renew(ctx context.Context, groups, forget map[string][]string) {
 	var wake, renewed []string
 	for i, c := range cmds {
 		res, err := c.Slice()
-		if isNoScript(err) {
-			noScript = true
-			res, err = fifoRefreshScript.Run(ctx, m.client, keys[i], args[i]...).Slice()
+		if isNoScript(err) || isRerouted(err) {
+			// Loaded again, or sent again while the key's slot migrates
+			// (a refresh is safe to repeat), so that the entries it renews
+			// do not run out meanwhile.
+			noScript = noScript || isNoScript(err)
+			res, err = m.runScript(ctx, fifoRefreshScript, keys[i], args[i]...).Slice()
 		}
 		if err != nil || len(res) == 0 {
 			continue

@@ -111,48 +111,58 @@ func (c *sendCounter) String() string { return "-" }
 func runCounted(ctx context.Context, b *batcher, s *script, keys []string, args ...any) (*redis.Cmd, int32) {
 	sc := args[len(args)-1].(*sendCounter)
 	a := s.evalArgs(keys, args)
+	cmd, sent := b.send(ctx, s, a, func() {
+		// The send answered NOSCRIPT did not run, but one before it whose
+		// reply was lost may have.
+		earlier := sc.n.Load() - 1
+		sc = new(sendCounter)
+		sc.n.Store(earlier)
+		a[len(a)-1] = sc
+	})
+	if sent {
+		// The caller gave up while the call was in a batch under way: it
+		// may yet run.
+		return cmd, max(sc.n.Load(), 1)
+	}
+	return cmd, sc.n.Load()
+}
+
+// runScript runs script like redis.Script.Run, through the Mutex's
+// batcher, for a call that may be repeated: extend, a FIFO queue refresh.
+func (m *Mutex) runScript(ctx context.Context, s *script, keys []string, args ...any) *redis.Cmd {
+	cmd, _ := m.batch.send(ctx, s, s.evalArgs(keys, args), nil)
+	return cmd
+}
+
+// send runs the script call a (see script.evalArgs) through b: after a
+// NOSCRIPT reply it calls noScript, if not nil, and sends the script's
+// source instead; on a Cluster, after a MOVED, ASK or TRYAGAIN reply it
+// sends the call again (see runCounted). sent is run's.
+func (b *batcher) send(ctx context.Context, s *script, a []any, noScript func()) (cmd *redis.Cmd, sent bool) {
 	cc, _ := b.client.(*redis.ClusterClient)
 	loaded := false
 	for redirects := 0; ; {
-		cmd, sent := b.run(ctx, a)
+		cmd, sent = b.run(ctx, a)
 		if sent {
-			// The caller gave up while the call was in a batch under way:
-			// it may yet run.
-			return cmd, max(sc.n.Load(), 1)
+			return cmd, true
 		}
 		err := cmd.Err()
 		if isNoScript(err) && !loaded {
-			// The send answered NOSCRIPT did not run, but one before it
-			// whose reply was lost may have. The script is loaded with
-			// the next call.
-			earlier := sc.n.Load() - 1
-			sc = new(sendCounter)
-			sc.n.Store(earlier)
-			a[len(a)-1] = sc
+			if noScript != nil {
+				noScript()
+			}
 			s.sourced(a)
 			loaded = true
 			continue
 		}
 		if cc == nil || !isRerouted(err) || redirects >= maxRedirectWaits {
-			return cmd, sc.n.Load()
+			return cmd, false
 		}
 		redirects++
 		if !rerouted(ctx, cc, redirects) {
-			return cmd, sc.n.Load()
+			return cmd, false
 		}
 	}
-}
-
-// runScript runs script like redis.Script.Run, through the Mutex's
-// batcher, for a call that may be repeated: extend.
-func (m *Mutex) runScript(ctx context.Context, s *script, keys []string, args ...any) *redis.Cmd {
-	a := s.evalArgs(keys, args)
-	cmd, _ := m.batch.run(ctx, a)
-	if isNoScript(cmd.Err()) {
-		s.sourced(a)
-		cmd, _ = m.batch.run(ctx, a)
-	}
-	return cmd
 }
 
 // isRerouted reports whether err is a Cluster's reply that the request
